@@ -1,0 +1,23 @@
+"""Data: the dataset-folder contract, datasets, contract transforms, phantoms and preparation of real data."""
+
+from .contract import (
+    DatasetError,
+    dataset_labels,
+    load_dataset_json,
+    resolve_items,
+    semi_supervised_datalists,
+    split_labeled,
+)
+from .datasets import VolumeSliceDataset
+from .transforms import CheckDatad
+
+__all__ = [
+    "DatasetError",
+    "dataset_labels",
+    "load_dataset_json",
+    "resolve_items",
+    "semi_supervised_datalists",
+    "split_labeled",
+    "VolumeSliceDataset",
+    "CheckDatad",
+]

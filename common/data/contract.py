@@ -1,0 +1,147 @@
+"""The dataset-folder contract (protocol.md §5): ``dataset.json`` plus NIfTI files, paths relative to the folder.
+
+``semi_supervised_datalists`` turns a folder into the lists a bundle trains on: the first ``num_labeled``
+training cases (patients, where items carry ``patient``) are the labeled stream; the remaining training cases
+and the optional ``unlabeled`` section feed the unlabeled stream with their label key removed here, before any
+transform, so no label can leak into an unsupervised loss. Problems are reported as ``DatasetError`` naming the
+folder or file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DatasetError",
+    "load_dataset_json",
+    "resolve_items",
+    "split_labeled",
+    "semi_supervised_datalists",
+    "dataset_labels",
+]
+
+PATH_KEYS = ("image", "label")
+SECTIONS = ("training", "unlabeled", "validation", "test")
+
+
+class DatasetError(ValueError):
+    """A dataset folder, its ``dataset.json`` or one of its files breaks the contract."""
+
+
+def load_dataset_json(dataset_dir: str | Path) -> dict[str, Any]:
+    """Read and check ``<dataset_dir>/dataset.json``: it must hold ``labels`` and a non-empty ``training`` list."""
+    folder = Path(dataset_dir)
+    if not folder.is_dir():
+        raise DatasetError(f"Dataset folder {folder} does not exist (set --dataset_dir to a prepared dataset folder).")
+    path = folder / "dataset.json"
+    if not path.is_file():
+        raise DatasetError(f"{path} is missing: a dataset folder needs a dataset.json (see protocol.md §5).")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{path} is not valid JSON: {err}.") from err
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path} must hold a JSON object, found {type(meta).__name__}.")
+    if not isinstance(meta.get("labels"), Mapping) or not meta["labels"]:
+        raise DatasetError(f'{path} needs \'labels\' (class index -> name), e.g. {{"0": "background", ...}}.')
+    training = meta.get("training")
+    if not isinstance(training, list) or not training:
+        raise DatasetError(f"{path} needs a non-empty 'training' list of {{'image', 'label'}} items.")
+    for section in SECTIONS:
+        value = meta.get(section, [])
+        if not isinstance(value, list):
+            raise DatasetError(f"{path}: '{section}' must be a list, found {type(value).__name__}.")
+    return meta
+
+
+def dataset_labels(dataset_dir: str | Path) -> dict[str, str]:
+    """Class index -> name mapping of a dataset folder."""
+    return dict(load_dataset_json(dataset_dir)["labels"])
+
+
+def resolve_items(
+    dataset_dir: str | Path, items: Sequence[Mapping[str, Any]], section: str, require_label: bool
+) -> list[dict[str, Any]]:
+    """Absolute paths for the ``image``/``label`` entries of ``items``; every missing file is reported at once."""
+    folder = Path(dataset_dir).resolve()
+    resolved, problems = [], []
+    for index, item in enumerate(items):
+        if not isinstance(item, Mapping) or "image" not in item:
+            problems.append(f"{section}[{index}] has no 'image' entry")
+            continue
+        if require_label and "label" not in item:
+            problems.append(f"{section}[{index}] ({item['image']}) has no 'label' entry")
+            continue
+        out = dict(item)
+        for key in PATH_KEYS:
+            if key in out:
+                path = folder / str(out[key])
+                if not path.is_file():
+                    problems.append(f"{section}[{index}] {key} file {path} does not exist")
+                out[key] = str(path)
+        resolved.append(out)
+    if problems:
+        listing = "\n  ".join(problems)
+        raise DatasetError(f"{folder / 'dataset.json'} lists files that cannot be used:\n  {listing}")
+    return resolved
+
+
+def _group_key(item: Mapping[str, Any], index: int) -> str:
+    return str(item.get("patient", item.get("case", item.get("image", index))))
+
+
+def split_labeled(
+    items: Sequence[Mapping[str, Any]], num_labeled: int | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """First ``num_labeled`` groups of ``items`` (patients where items carry ``patient``, else cases) and the rest.
+
+    ``num_labeled`` of ``None`` or a negative value takes every item (fully supervised upper bound). The rest is
+    returned without its ``label`` key.
+    """
+    groups: list[str] = []
+    for index, item in enumerate(items):
+        key = _group_key(item, index)
+        if key not in groups:
+            groups.append(key)
+    if num_labeled is None or num_labeled < 0:
+        num_labeled = len(groups)
+    if num_labeled == 0:
+        raise DatasetError("num_labeled is 0: a run needs at least one labeled case.")
+    if num_labeled > len(groups):
+        unit = "patients" if any("patient" in item for item in items) else "cases"
+        raise DatasetError(f"num_labeled={num_labeled} exceeds the {len(groups)} {unit} of the training list.")
+    chosen = set(groups[:num_labeled])
+    labeled = [dict(item) for i, item in enumerate(items) if _group_key(item, i) in chosen]
+    unlabeled = [
+        {k: v for k, v in item.items() if k != "label"}
+        for i, item in enumerate(items)
+        if _group_key(item, i) not in chosen
+    ]
+    return labeled, unlabeled
+
+
+def semi_supervised_datalists(
+    dataset_dir: str | Path, num_labeled: int | None, use_extra_unlabeled: bool = True
+) -> dict[str, list[dict[str, Any]]]:
+    """Lists ``labeled``, ``unlabeled``, ``validation`` and ``test`` of a dataset folder with absolute paths.
+
+    Args:
+        dataset_dir: folder holding ``dataset.json``.
+        num_labeled: labeled patients/cases taken from the head of ``training`` (the papers' "first N").
+        use_extra_unlabeled: append the images of the optional ``unlabeled`` section to the unlabeled stream.
+    """
+    meta = load_dataset_json(dataset_dir)
+    training = resolve_items(dataset_dir, meta["training"], "training", require_label=True)
+    labeled, unlabeled = split_labeled(training, num_labeled)
+    if use_extra_unlabeled:
+        extra = resolve_items(dataset_dir, meta.get("unlabeled", []), "unlabeled", require_label=False)
+        unlabeled += [{k: v for k, v in item.items() if k != "label"} for item in extra]
+    return {
+        "labeled": labeled,
+        "unlabeled": unlabeled,
+        "validation": resolve_items(dataset_dir, meta.get("validation", []), "validation", require_label=True),
+        "test": resolve_items(dataset_dir, meta.get("test", []), "test", require_label=True),
+    }

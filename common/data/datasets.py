@@ -1,0 +1,70 @@
+"""Datasets for 2D training on 3D volumes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from monai.data import CacheDataset
+from torch.utils.data import Dataset
+
+__all__ = ["VolumeSliceDataset"]
+
+
+class VolumeSliceDataset(Dataset):
+    """Every slice of every volume is one sample, as in SSL4MIS's 2D training on ACDC.
+
+    Volumes go through ``transform`` (deterministic: load, channel-first, check, intensity scaling) once and
+    are cached; ``__getitem__`` cuts one slice along ``slice_axis`` from the cached volume and applies
+    ``slice_transform`` (random 2D augmentation, resizing) to it. Sampling slices uniformly matters: a random
+    one-slice crop per volume would over-sample thin volumes. ``data`` holds the volume list, so MONAI Label
+    can replace ``train#dataset#data`` with its labeled 3D studies.
+
+    Args:
+        data: list of volume dictionaries (``image``, optional ``label`` and metadata).
+        transform: volume-level, deterministic transforms; keys must stay channel-first ``(C, X, Y, Z)``.
+        slice_transform: transforms applied to each ``(C, X, Y)`` slice dictionary.
+        slice_axis: spatial axis to slice along (-1: the last, z).
+        keys: keys of the volume dictionary that are sliced; other entries are dropped from samples.
+        cache_rate, num_workers: passed to ``monai.data.CacheDataset``.
+    """
+
+    def __init__(
+        self,
+        data: Sequence[Mapping[str, Any]],
+        transform: Callable,
+        slice_transform: Callable | None = None,
+        slice_axis: int = -1,
+        keys: Sequence[str] = ("image", "label"),
+        cache_rate: float = 1.0,
+        num_workers: int | None = 0,
+        progress: bool = False,
+    ) -> None:
+        self.data = list(data)
+        self.transform = transform
+        self.slice_transform = slice_transform
+        self.slice_axis = slice_axis
+        self.keys = tuple(keys)
+        # copy_cache=False: samples are slices cut (and cloned) from the cached volume, which stays untouched
+        self.volumes = CacheDataset(
+            self.data, transform, cache_rate=cache_rate, num_workers=num_workers, copy_cache=False, progress=progress
+        )
+        self.index = [(v, z) for v in range(len(self.volumes)) for z in range(self._depth(self.volumes[v]))]
+
+    def _depth(self, volume: Mapping[str, Any]) -> int:
+        return int(volume["image"].shape[self.slice_axis])
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        v, z = self.index[i]
+        volume = self.volumes[v]
+        sample = {}
+        for key in self.keys:
+            if key in volume:
+                value = volume[key]
+                value = value.as_tensor() if hasattr(value, "as_tensor") else torch.as_tensor(value)
+                sample[key] = value.select(self.slice_axis, z).clone()
+        return self.slice_transform(sample) if self.slice_transform is not None else sample

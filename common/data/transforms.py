@@ -1,0 +1,73 @@
+"""Dictionary transforms of the data contract, used inside the bundles' MONAI transform chains."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+
+from .contract import DatasetError
+
+__all__ = ["CheckDatad"]
+
+
+def _source(data: Mapping, key: Hashable) -> str:
+    meta = getattr(data.get(key), "meta", None) or data.get(f"{key}_meta_dict", {})
+    return str(meta.get("filename_or_obj", key)) if isinstance(meta, Mapping) else str(key)
+
+
+class CheckDatad(MapTransform):
+    """Refuse a loaded case that would train on garbage: non-finite intensities, a label whose spatial shape
+    differs from the image's, or label values that are not integers in ``0..num_classes-1``.
+
+    Place it right after ``LoadImaged``/``EnsureChannelFirstd``; inside a ``CacheDataset`` every case is then
+    checked while the cache fills, before the first iteration. Errors name the file.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = ("image", "label"),
+        num_classes: int = 2,
+        image_key: str = "image",
+        label_key: str = "label",
+        allow_missing_keys: bool = True,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.num_classes = num_classes
+        self.image_key = image_key
+        self.label_key = label_key
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        if self.image_key in d:
+            image = torch.as_tensor(d[self.image_key])
+            if not bool(torch.isfinite(image).all()):
+                raise DatasetError(f"{_source(d, self.image_key)}: image contains NaN or infinite intensities.")
+        if self.label_key in d:
+            self._check_label(d)
+        return d
+
+    def _check_label(self, d: dict) -> None:
+        label = torch.as_tensor(d[self.label_key])
+        source = _source(d, self.label_key)
+        if self.image_key in d:
+            image_shape = tuple(d[self.image_key].shape[1:])
+            if tuple(label.shape[1:]) != image_shape:
+                raise DatasetError(
+                    f"{source}: label shape {tuple(label.shape[1:])} differs from the image shape {image_shape} "
+                    f"of {_source(d, self.image_key)}."
+                )
+        values = np.unique(label.detach().cpu().numpy())
+        bad = [
+            int(v) if float(v).is_integer() else v
+            for v in values.tolist()
+            if v != int(v) or not 0 <= v < self.num_classes
+        ]
+        if bad:
+            raise DatasetError(
+                f"{source}: label values {bad[:10]} are outside the classes 0..{self.num_classes - 1} "
+                f"(num_classes={self.num_classes})."
+            )

@@ -1,0 +1,149 @@
+"""Reference-style sliding-window inference and its MONAI equivalent (protocol.md §4).
+
+All 3D test scripts of the reference lines (UA-MT ``test_util.py`` and descendants, CoraNet, DyCON, ALHVR, STLU)
+use the same scheme, implemented by :func:`sliding_window_predict`:
+
+1. zero-pad every axis shorter than the patch to the patch size, ``deficit // 2`` before and the rest after;
+2. per axis ``n = ceil((size - patch) / stride) + 1`` windows starting at ``min(i * stride, size - patch)``
+   (:func:`window_starts`; only the last window can be clamped);
+3. average the SOFTMAX probabilities of all windows covering a voxel with equal weights;
+4. argmax over classes (ties → the lower class), then crop the padding away.
+
+MONAI's ``SlidingWindowInferer(roi_size=patch, overlap=sliding_window_overlap(patch, stride), mode="constant",
+padding_mode="constant", cval=0)`` visits the same windows with the same padding, provided the predictor returns
+softmax probabilities. Its scan interval is ``int(patch * (1 - overlap))``, so the naive ``1 - stride / patch``
+can truncate one voxel below the stride (96, 16 → 15); :func:`sliding_window_overlap` adds half a voxel.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from monai.inferers import Inferer
+
+__all__ = ["window_starts", "sliding_window_overlap", "sliding_window_predict", "ProbabilityInferer"]
+
+
+def window_starts(size: int, patch: int, stride: int) -> list[int]:
+    """Reference window start positions along one axis (protocol.md §4, stlu.md §4.11).
+
+    ``size`` is the axis length; an axis shorter than the patch is padded to the patch first, so it has the single
+    start 0 (in padded coordinates).
+    """
+    if patch < 1 or stride < 1:
+        raise ValueError(f"patch and stride must be positive, got patch={patch}, stride={stride}.")
+    size = max(int(size), int(patch))
+    count = math.ceil((size - patch) / stride) + 1
+    return [min(i * stride, size - patch) for i in range(count)]
+
+
+def sliding_window_overlap(patch_size: int | Sequence[int], stride: int | Sequence[int]) -> tuple[float, ...]:
+    """Per-axis overlap making MONAI's scan interval equal the reference stride: ``o = 1 - (stride + 0.5) / patch``.
+
+    MONAI computes the interval as ``int(patch * (1 - o))``; the half voxel keeps float rounding from truncating it
+    to ``stride - 1`` (protocol.md §4 — e.g. LA patch (112, 112, 80), stride (18, 18, 4) → (0.8348, 0.8348, 0.9438)).
+    ``stride == patch`` gives 0.0 (non-overlapping tiles). A stride larger than the patch leaves gaps, which MONAI
+    cannot reproduce, so it raises. A scalar argument is broadcast to the other's length.
+    """
+    patches = (patch_size,) if isinstance(patch_size, int) else tuple(patch_size)
+    strides = (stride,) if isinstance(stride, int) else tuple(stride)
+    ndim = max(len(patches), len(strides))
+    if len(patches) == 1:
+        patches = patches * ndim
+    if len(strides) == 1:
+        strides = strides * ndim
+    if len(patches) != len(strides):
+        raise ValueError(f"patch_size {patches} and stride {strides} have different lengths.")
+    overlaps = []
+    for p, s in zip(patches, strides, strict=True):
+        if p < 1 or s < 1:
+            raise ValueError(f"patch and stride must be positive, got patch={p}, stride={s}.")
+        if s > p:
+            raise ValueError(f"stride {s} > patch {p} leaves gaps; MONAI's sliding window cannot reproduce it.")
+        overlaps.append(0.0 if s == p else 1.0 - (s + 0.5) / p)
+    return tuple(overlaps)
+
+
+def _pad_to_patch(image: np.ndarray, patch: Sequence[int]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Symmetric zero padding up to the patch size, ``deficit // 2`` before (the reference's ``wl_pad``)."""
+    pads = []
+    for size, p in zip(image.shape, patch, strict=True):
+        deficit = max(p - size, 0)
+        pads.append((deficit // 2, deficit - deficit // 2))
+    if any(before or after for before, after in pads):
+        image = np.pad(image, pads, mode="constant", constant_values=0)
+    return image, pads
+
+
+def _window_probabilities(predict_fn: Callable, patch: np.ndarray, num_classes: int) -> np.ndarray:
+    """Softmax of ``predict_fn``'s logits for one window, as float32 ``(C, *patch)``."""
+    batch = torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32))[None, None]
+    logits = predict_fn(batch)
+    if tuple(logits.shape) != (1, num_classes, *patch.shape):
+        raise ValueError(f"predict_fn returned {tuple(logits.shape)}, expected {(1, num_classes, *patch.shape)}.")
+    return torch.softmax(logits.detach().float(), dim=1)[0].cpu().numpy()
+
+
+def sliding_window_predict(
+    predict_fn: Callable[[torch.Tensor], torch.Tensor],
+    image: np.ndarray,
+    patch_size: Sequence[int] = (96, 96, 96),
+    stride_xy: int = 16,
+    stride_z: int = 4,
+    num_classes: int = 2,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reference sliding-window prediction of a 3D volume (protocol.md §4, coranet.md §10, dycon.md §7.2).
+
+    ``predict_fn(tensor float32 (1, 1, *patch)) -> logits (1, C, *patch)`` (a CPU tensor is passed; move it to the
+    model's device inside ``predict_fn`` if needed). Strides are ``(stride_xy, stride_xy, stride_z)``.
+    Returns ``(label_map int64 (X, Y, Z), score_map float32 (C, X, Y, Z))`` on the input grid; ``score_map`` is the
+    mean softmax probability over the covering windows and ``label_map`` its argmax (ties → lower class, which for
+    C = 2 equals DyCON's strict ``score_map[1] > 0.5``).
+    """
+    image = np.asarray(image, dtype=np.float32)
+    patch = tuple(int(p) for p in patch_size)
+    if image.ndim != 3 or len(patch) != 3:
+        raise ValueError(f"expected a 3D image and a 3D patch, got image {image.shape} and patch {patch}.")
+    strides = (stride_xy, stride_xy, stride_z)
+    padded, pads = _pad_to_patch(image, patch)
+
+    # float32 accumulators in the reference loop order (x outer, z inner) so sums round the same way
+    score = np.zeros((num_classes, *padded.shape), dtype=np.float32)
+    count = np.zeros(padded.shape, dtype=np.float32)
+    starts = [window_starts(size, p, s) for size, p, s in zip(padded.shape, patch, strides, strict=True)]
+    with torch.no_grad():
+        for x in starts[0]:
+            for y in starts[1]:
+                for z in starts[2]:
+                    window = (slice(x, x + patch[0]), slice(y, y + patch[1]), slice(z, z + patch[2]))
+                    score[(slice(None), *window)] += _window_probabilities(predict_fn, padded[window], num_classes)
+                    count[window] += 1.0
+    score /= count[None]
+
+    crop = tuple(slice(before, before + size) for (before, _), size in zip(pads, image.shape, strict=True))
+    score = np.ascontiguousarray(score[(slice(None), *crop)])
+    label = np.argmax(score, axis=0).astype(np.int64)
+    return label, score
+
+
+class ProbabilityInferer(Inferer):
+    """Wrap a MONAI inferer so that every window's logits become softmax probabilities before aggregation.
+
+    The reference test scripts average probabilities over overlapping windows; MONAI averages whatever the
+    network returns, and averaging logits moves the argmax near boundaries (protocol.md §4). The output is a
+    probability map, so postprocessing takes its argmax as usual.
+    """
+
+    def __init__(self, inferer: Inferer, dim: int = 1) -> None:
+        super().__init__()
+        self.inferer = inferer
+        self.dim = dim
+
+    def __call__(self, inputs: torch.Tensor, network: Callable, *args, **kwargs):
+        def predictor(x: torch.Tensor, *p_args, **p_kwargs) -> torch.Tensor:
+            return torch.softmax(network(x, *p_args, **p_kwargs).float(), dim=self.dim)
+
+        return self.inferer(inputs, predictor, *args, **kwargs)

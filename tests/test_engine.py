@@ -1,0 +1,96 @@
+import logging
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from common.engines import SemiSupervisedTrainer
+from common.methods.base import HOOK_ITERATION_STARTED, HOOK_OPTIMIZER_STEPPED, SemiSupervisedMethod
+
+
+class CountingMethod(SemiSupervisedMethod):
+    """Least-squares fit of a scalar weight; records what the engine hands over."""
+
+    def __init__(self, requires_unlabeled=True):
+        self.weight = nn.Parameter(torch.zeros(1))
+        holder = nn.Module()
+        holder.weight = self.weight
+        super().__init__({"network": holder})
+        self.requires_unlabeled = requires_unlabeled
+        self.calls, self.started, self.stepped = [], [], []
+
+    def compute_losses(self, labeled, unlabeled, iteration):
+        self.calls.append(
+            (iteration, labeled["image"].shape[0], None if unlabeled is None else unlabeled["image"].shape[0])
+        )
+        loss = ((self.weight * labeled["image"] - labeled["label"]) ** 2).mean()
+        return {"loss": loss, "loss_sup": loss.detach()}
+
+    def hooks(self):
+        return {HOOK_ITERATION_STARTED: self.started.append, HOOK_OPTIMIZER_STEPPED: self.stepped.append}
+
+
+def labeled_loader(n=4, batch=2):
+    data = [{"image": torch.ones(1, 2), "label": torch.full((1, 2), 2.0)} for _ in range(n)]
+    return DataLoader(data, batch_size=batch, shuffle=True)
+
+
+def unlabeled_loader(n=3, batch=2):
+    return DataLoader([{"image": torch.ones(1, 2)} for _ in range(n)], batch_size=batch)
+
+
+def make_trainer(method, unlabeled, max_iterations=7, epoch_length=3):
+    return SemiSupervisedTrainer(
+        device="cpu",
+        max_epochs=3,
+        epoch_length=epoch_length,
+        max_iterations=max_iterations,
+        train_data_loader=labeled_loader(),
+        unlabeled_data_loader=unlabeled,
+        method=method,
+        optimizer=torch.optim.SGD([method.weight], lr=0.4),
+    )
+
+
+def test_engine_runs_iterations_hooks_and_streams():
+    method = CountingMethod()
+    trainer = make_trainer(method, unlabeled_loader())
+    trainer.run()
+    assert trainer.state.iteration == 7  # stops inside the third epoch
+    assert [c[0] for c in method.calls] == list(range(7))
+    assert method.started == list(range(7)) and method.stepped == list(range(7))
+    # the unlabeled stream of 3 images in batches of 2 is cycled: 2, 1, 2, 1, ...
+    assert [c[2] for c in method.calls] == [2, 1, 2, 1, 2, 1, 2]
+    assert set(trainer.state.output) == {"loss", "loss_sup"}
+    assert method.weight.item() == pytest.approx(2.0, abs=0.2)  # it learned w * 1 = 2
+
+
+def test_engine_empty_unlabeled_warns_and_trains_supervised(caplog):
+    method = CountingMethod()
+    with caplog.at_level(logging.WARNING):
+        trainer = make_trainer(method, DataLoader([], batch_size=2), max_iterations=2)
+    assert "unlabeled stream is empty" in caplog.text
+    trainer.run()
+    assert all(c[2] is None for c in method.calls)
+
+
+def test_engine_rejects_empty_labeled_set():
+    method = CountingMethod()
+    with pytest.raises(ValueError, match="labeled training set is empty"):
+        SemiSupervisedTrainer(
+            device="cpu",
+            max_epochs=1,
+            train_data_loader=DataLoader([], batch_size=1),
+            method=method,
+            optimizer=torch.optim.SGD([method.weight], lr=0.1),
+        )
+
+
+def test_engine_refuses_non_finite_loss():
+    method = CountingMethod()
+    trainer = make_trainer(method, None, max_iterations=2)
+    with torch.no_grad():
+        method.weight.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="iteration 1"):
+        trainer.run()

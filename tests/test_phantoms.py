@@ -1,0 +1,218 @@
+"""Phantom datasets: determinism, the dataset-folder contract, anatomy sanity, caching and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from common.data.phantoms import FLAVOURS, ensure_phantom_dataset, main, make_phantom_dataset
+
+ACDC_SMALL = {"num_train": 2, "num_val": 1, "num_test": 1, "shape": (48, 48)}
+LA_SMALL = {"num_train": 2, "num_test": 1, "shape": (32, 32, 24)}
+CONTRACT_KEYS = {
+    "name",
+    "description",
+    "source_split",
+    "labels",
+    "modality",
+    "dims",
+    "metric_spacing",
+    "preprocessing",
+    "training",
+    "validation",
+    "test",
+}
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _load(folder: Path, item: dict) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
+    return nib.load(str(folder / item["image"])), nib.load(str(folder / item["label"]))
+
+
+@pytest.fixture(scope="module")
+def acdc_dir(tmp_path_factory) -> Path:
+    return make_phantom_dataset(tmp_path_factory.mktemp("acdc"), "acdc", **ACDC_SMALL)
+
+
+@pytest.fixture(scope="module")
+def la_dir(tmp_path_factory) -> Path:
+    return make_phantom_dataset(tmp_path_factory.mktemp("la"), "la", **LA_SMALL)
+
+
+@pytest.mark.parametrize("flavour, kwargs", [("acdc", ACDC_SMALL), ("la", LA_SMALL)])
+def test_same_seed_gives_identical_bytes(tmp_path, flavour, kwargs):
+    first = _files(make_phantom_dataset(tmp_path / "a", flavour, seed=3, **kwargs))
+    second = _files(make_phantom_dataset(tmp_path / "b", flavour, seed=3, **kwargs))
+    other = _files(make_phantom_dataset(tmp_path / "c", flavour, seed=4, **kwargs))
+    assert first == second
+    images = [name for name in first if name.endswith(".nii.gz")]
+    assert images and all(first[name] != other[name] for name in images if "gt" not in name and "labels" not in name)
+
+
+def test_first_subjects_do_not_depend_on_counts(tmp_path):
+    small = make_phantom_dataset(tmp_path / "small", "la", num_train=1, num_test=1, shape=(24, 24, 16))
+    large = make_phantom_dataset(tmp_path / "large", "la", num_train=3, num_test=1, shape=(24, 24, 16))
+    item = json.loads((small / "dataset.json").read_text())["training"][0]
+    assert (small / item["image"]).read_bytes() == (large / item["image"]).read_bytes()
+
+
+def test_acdc_dataset_json(acdc_dir):
+    meta = json.loads((acdc_dir / "dataset.json").read_text())
+    assert CONTRACT_KEYS <= set(meta)
+    assert meta["labels"] == {"0": "background", "1": "right ventricle", "2": "myocardium", "3": "left ventricle"}
+    assert meta["dims"] == 2 and meta["metric_spacing"] is None and meta["preprocessing"] == "phantom-acdc"
+    assert meta["modality"] == {"0": "MRI"}
+    assert [len(meta[k]) for k in ("training", "validation", "test")] == [4, 2, 2]  # patients x 2 frames
+    assert meta["phantom"]["flavour"] == "acdc" and meta["phantom"]["shape"] == [48, 48]
+    assert "unlabeled" not in meta
+
+
+def test_acdc_patient_frame_structure(acdc_dir):
+    meta = json.loads((acdc_dir / "dataset.json").read_text())
+    items = meta["training"] + meta["validation"] + meta["test"]
+    for index, item in enumerate(items):
+        patient = f"patient{index // 2 + 1:03d}"
+        case = f"{patient}_frame{index % 2 + 1:02d}"
+        assert item == {
+            "image": f"{patient}/{case}.nii.gz",
+            "label": f"{patient}/{case}_gt.nii.gz",
+            "case": case,
+            "patient": f"ACDC:{patient}",
+        }
+
+
+def test_acdc_volumes(acdc_dir):
+    meta = json.loads((acdc_dir / "dataset.json").read_text())
+    cavity = {}
+    for item in meta["training"] + meta["validation"] + meta["test"]:
+        image, label = _load(acdc_dir, item)
+        assert image.shape == label.shape and image.shape[:2] == (48, 48) and 8 <= image.shape[2] <= 12
+        assert image.get_data_dtype() == np.float32 and label.get_data_dtype() == np.uint8
+        zooms = image.header.get_zooms()
+        assert zooms[2] > 2 * zooms[0] and zooms[0] == zooms[1]  # thick slices
+        np.testing.assert_allclose(np.diag(image.affine)[:3], zooms)
+        values = np.asarray(label.dataobj)
+        assert set(np.unique(values)) == {0, 1, 2, 3}  # every class in every volume
+        cavity[item["case"]] = int((values == 3).sum())
+        data = image.get_fdata()
+        assert np.isfinite(data).all() and data.min() >= 0  # magnitude image
+    for case, count in cavity.items():
+        if case.endswith("frame01"):
+            assert cavity[case.replace("frame01", "frame02")] < count  # ES cavity smaller than ED
+
+
+def test_acdc_blood_pools_bright_myocardium_dark(acdc_dir):
+    meta = json.loads((acdc_dir / "dataset.json").read_text())
+    image, label = _load(acdc_dir, meta["training"][0])
+    data, values = image.get_fdata(), np.asarray(label.dataobj)
+    means = {c: data[values == c].mean() for c in range(4)}
+    assert means[3] > 2 * means[2] and means[1] > 2 * means[2]  # LV, RV bright; myocardium dark
+    assert means[3] > means[0] and means[1] > means[0]
+
+
+def test_acdc_default_shape_ranges(tmp_path):
+    folder = make_phantom_dataset(tmp_path, "acdc", num_train=1, num_val=0, num_test=0)
+    item = json.loads((folder / "dataset.json").read_text())["training"][0]
+    shape = nib.load(str(folder / item["image"])).shape
+    assert 96 <= shape[0] <= 128 and 96 <= shape[1] <= 128 and 8 <= shape[2] <= 12
+
+
+def test_la_dataset(la_dir):
+    meta = json.loads((la_dir / "dataset.json").read_text())
+    assert CONTRACT_KEYS <= set(meta)
+    assert meta["dims"] == 3 and meta["labels"] == {"0": "background", "1": "left atrium"}
+    assert meta["validation"] == [] and len(meta["training"]) == 2 and len(meta["test"]) == 1
+    assert meta["training"][0] == {
+        "image": "images/phantom001.nii.gz",
+        "label": "labels/phantom001.nii.gz",
+        "case": "LA:phantom001",
+    }
+    for item in meta["training"] + meta["test"]:
+        image, label = _load(la_dir, item)
+        assert image.shape == label.shape == (32, 32, 24)
+        np.testing.assert_allclose(image.header.get_zooms(), (0.625, 0.625, 0.625))
+        data, values = image.get_fdata(), np.asarray(label.dataobj)
+        assert abs(data.mean()) < 1e-3 and abs(data.std() - 1) < 1e-3  # z-scored like UA-MT's h5
+        assert set(np.unique(values)) == {0, 1} and 0.01 < values.mean() < 0.5
+        assert data[values == 1].mean() > data[values == 0].mean() + 1.0  # the atrium stands out
+
+
+def test_ids_survive_monai_datalist_loading(acdc_dir, la_dir):
+    from monai.data import load_decathlon_datalist
+
+    for folder in (acdc_dir, la_dir):
+        items = load_decathlon_datalist(str(folder / "dataset.json"), data_list_key="training", base_dir=str(folder))
+        raw = json.loads((folder / "dataset.json").read_text())["training"]
+        for loaded, stored in zip(items, raw, strict=True):
+            assert Path(loaded["image"]).is_file()
+            assert all(loaded[key] == stored[key] for key in ("case", "patient") if key in stored)
+
+
+def test_contract_reader_counts_patients(acdc_dir):
+    from common.data import semi_supervised_datalists
+
+    lists = semi_supervised_datalists(acdc_dir, num_labeled=1)
+    assert len(lists["labeled"]) == 2 and len(lists["unlabeled"]) == 2  # 1 patient = 2 frames
+    assert all("label" not in item for item in lists["unlabeled"])
+
+
+def test_unlabeled_items_have_no_label(tmp_path):
+    folder = make_phantom_dataset(tmp_path, "acdc", num_train=1, num_val=0, num_test=0, num_unlabeled=1, shape=(32, 32))
+    meta = json.loads((folder / "dataset.json").read_text())
+    assert meta["unlabeled"] == [
+        {"image": "patient002/patient002_frame01.nii.gz", "case": "patient002_frame01"},
+        {"image": "patient002/patient002_frame02.nii.gz", "case": "patient002_frame02"},
+    ]
+    assert not list(folder.glob("patient002/*_gt.nii.gz"))
+
+
+def test_ensure_reuses_and_regenerates(tmp_path):
+    cache = tmp_path / "cache" / "la"
+    kwargs = {"num_train": 1, "num_test": 1, "shape": (24, 24, 16)}
+    assert ensure_phantom_dataset(cache, "la", **kwargs) == str(cache)
+    stamp = (cache / "dataset.json").stat().st_mtime_ns
+    assert ensure_phantom_dataset(str(cache), "la", **kwargs) == str(cache)
+    assert (cache / "dataset.json").stat().st_mtime_ns == stamp  # reused, not rewritten
+    ensure_phantom_dataset(cache, "la", seed=1, **kwargs)
+    assert json.loads((cache / "dataset.json").read_text())["phantom"]["seed"] == 1
+    assert sorted(p.name for p in cache.parent.iterdir()) == ["la"]  # no temporary folder left behind
+
+
+def test_ensure_refuses_foreign_folder(tmp_path):
+    (tmp_path / "mine.txt").write_text("user data")
+    with pytest.raises(FileExistsError, match="not a phantom"):
+        ensure_phantom_dataset(tmp_path, "acdc", num_train=1, shape=(32, 32))
+    assert (tmp_path / "mine.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"flavour": "brats"}, "unknown phantom flavour"),
+        ({"flavour": "la", "shape": (32, 32)}, "shape"),
+        ({"flavour": "acdc", "shape": (16, 16)}, "at least"),
+        ({"flavour": "acdc", "num_train": 0}, "num_train"),
+    ],
+)
+def test_invalid_arguments(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_phantom_dataset(tmp_path, **kwargs)
+
+
+def test_registry_and_cli(tmp_path, capsys):
+    assert {"acdc", "la"} <= set(FLAVOURS)
+    out = tmp_path / "cli"
+    code = main(
+        [str(out), "--flavour", "acdc", "--num-train", "1", "--num-val", "0", "--num-test", "0"]
+        + ["--shape", "32", "32", "8"]
+    )
+    assert code == 0 and str(out / "dataset.json") in capsys.readouterr().out
+    meta = json.loads((out / "dataset.json").read_text())
+    assert len(meta["training"]) == 2 and nib.load(str(out / meta["training"][0]["image"])).shape == (32, 32, 8)
