@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
 
@@ -92,3 +96,69 @@ def test_network_def_matches_metadata(trained):
         out = network(torch.zeros(1, fmt["inputs"]["image"]["num_channels"], *spatial))
     assert out.shape == (1, fmt["outputs"]["pred"]["num_channels"], *spatial)
     assert len(fmt["outputs"]["pred"]["channel_def"]) == out.shape[1]
+
+
+def tiny_overrides(trained) -> dict:
+    keep = ("dataset_dir", "spatial_size", "patch_size", "sw_stride", "sw_batch_size")
+    return {k: v for k, v in trained["overrides"].items() if k in keep}
+
+
+def test_network_def_identical_in_train_and_inference(trained):
+    configs = bundle_dir(trained["name"]) / "configs"
+    train = json.loads((configs / "train.json").read_text())
+    infer = json.loads((configs / "inference.json").read_text())
+    assert train["network_def"] == infer["network_def"]
+    assert not any("_meta_" in json.dumps(v) for v in infer.values()), "inference.json must be self-contained"
+
+
+def test_inference_writes_predictions_with_input_geometry(trained):
+    out = trained["out"] / "predictions"
+    workflow = make_workflow(
+        trained["name"],
+        configs=("inference",),
+        workflow_type="infer",
+        ckpt_path=str(trained["ckpt_dir"] / "model.pt"),
+        output_dir=str(out),
+        num_workers=0,
+        **tiny_overrides(trained),
+    )
+    assert workflow.check_properties() == []
+    workflow.run()
+    workflow.finalize()
+    dataset_dir = Path(trained["overrides"]["dataset_dir"])
+    tests = json.loads((dataset_dir / "dataset.json").read_text())["test"]
+    assert tests
+    for item in tests:
+        source = nib.load(str(dataset_dir / item["image"]))
+        stem = Path(item["image"]).name.replace(".nii.gz", "")
+        pred = nib.load(str(out / f"{stem}_seg.nii.gz"))
+        assert pred.shape == source.shape
+        assert np.allclose(pred.affine, source.affine)
+        values = np.unique(np.asarray(pred.dataobj))
+        assert values.min() >= 0 and values.max() < trained["workflow"].parser["num_classes"]
+
+
+def test_evaluate_writes_both_metric_families(trained):
+    out = trained["out"] / "evaluation"
+    workflow = make_workflow(
+        trained["name"],
+        configs=("train", "demo", "evaluate"),
+        ckpt_path=str(trained["ckpt_dir"] / "model.pt"),
+        ckpt_dir=str(out / "unused_models"),
+        output_dir=str(out),
+        **tiny_overrides(trained),
+        num_labeled=trained["overrides"]["num_labeled"],
+    )
+    workflow.run()
+    workflow.finalize()
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    num_classes = trained["workflow"].parser["num_classes"]
+    num_test = len(json.loads((Path(trained["overrides"]["dataset_dir"]) / "dataset.json").read_text())["test"])
+    assert len(rows) == num_test * (num_classes - 1)  # one row per case x foreground class
+    for key in ("paper_dice", "paper_jaccard", "paper_hd95", "paper_asd", "monai_dice", "monai_iou", "monai_hd95_mm"):
+        assert key in rows[0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_cases"] == num_test
+    assert 0.0 <= summary["paper_voxel_units"]["overall"]["dice"]["mean"] <= 1.0
+    assert "assd_mm" in summary["monai_mm"]["overall"]

@@ -3,6 +3,7 @@
 from .contract import (
     DatasetError,
     dataset_labels,
+    inference_datalist,
     load_dataset_json,
     resolve_items,
     semi_supervised_datalists,
@@ -14,6 +15,7 @@ from .transforms import CheckDatad
 __all__ = [
     "DatasetError",
     "dataset_labels",
+    "inference_datalist",
     "load_dataset_json",
     "resolve_items",
     "semi_supervised_datalists",

@@ -9,6 +9,7 @@ folder or file and what is wrong.
 
 from __future__ import annotations
 
+import glob
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,7 +22,10 @@ __all__ = [
     "split_labeled",
     "semi_supervised_datalists",
     "dataset_labels",
+    "inference_datalist",
 ]
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 PATH_KEYS = ("image", "label")
 SECTIONS = ("training", "unlabeled", "validation", "test")
@@ -145,3 +149,36 @@ def semi_supervised_datalists(
         "validation": resolve_items(dataset_dir, meta.get("validation", []), "validation", require_label=True),
         "test": resolve_items(dataset_dir, meta.get("test", []), "test", require_label=True),
     }
+
+
+def _nifti_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name.endswith(NIFTI_SUFFIXES))
+
+
+def inference_datalist(
+    dataset_dir: str | Path, datalist: str | Path | None = None, section: str = "test"
+) -> list[dict[str, str]]:
+    """Images to segment, as ``[{"image": path}]``; labels are never read.
+
+    ``datalist`` may be a ``dataset.json``-style file (its ``section`` list), a folder of NIfTI files or a glob
+    pattern; without it, ``dataset_dir`` is used: its ``dataset.json`` ``section`` when there is one, else every
+    NIfTI file below it.
+    """
+    source = Path(datalist) if datalist else Path(dataset_dir)
+    if datalist and glob.has_magic(str(datalist)):
+        files = sorted(Path(p) for p in glob.glob(str(datalist), recursive=True))
+    elif source.is_file():
+        meta = json.loads(source.read_text())
+        items = resolve_items(source.parent, meta.get(section, []), section, require_label=False)
+        files = [Path(item["image"]) for item in items]
+    elif (source / "dataset.json").is_file():
+        meta = load_dataset_json(source)
+        items = resolve_items(source, meta.get(section, []), section, require_label=False)
+        files = [Path(item["image"]) for item in items]
+    elif source.is_dir():
+        files = _nifti_files(source)
+    else:
+        raise DatasetError(f"{source} is neither a dataset folder, a datalist file, a NIfTI folder nor a glob.")
+    if not files:
+        raise DatasetError(f"No images to segment were found in {source} (section '{section}').")
+    return [{"image": str(path)} for path in files]
