@@ -24,7 +24,14 @@ import numpy as np
 import torch
 from monai.inferers import Inferer
 
-__all__ = ["window_starts", "sliding_window_overlap", "sliding_window_predict", "ProbabilityInferer"]
+__all__ = [
+    "window_starts",
+    "sliding_window_starts",
+    "sliding_window_overlap",
+    "stride_to_overlap",
+    "sliding_window_predict",
+    "ProbabilityInferer",
+]
 
 
 def window_starts(size: int, patch: int, stride: int) -> list[int]:
@@ -147,3 +154,13 @@ class ProbabilityInferer(Inferer):
             return torch.softmax(network(x, *p_args, **p_kwargs).float(), dim=self.dim)
 
         return self.inferer(inputs, predictor, *args, **kwargs)
+
+
+def sliding_window_starts(image_size: int, patch_size: int, stride: int) -> list[int]:
+    """Window starts along one axis after zero padding to the patch (stlu.md §4.11 name for ``window_starts``)."""
+    return window_starts(image_size, patch_size, stride)
+
+
+def stride_to_overlap(patch_size: int, stride: int) -> float:
+    """Scalar ``1 - (stride + 0.5) / patch_size`` (stlu.md §4.11); see :func:`sliding_window_overlap`."""
+    return sliding_window_overlap(patch_size, stride)[0]

@@ -11,14 +11,33 @@ from tests.conftest import REPO_ROOT
 BUNDLES = {
     "supervised_acdc": "acdc",
     "mean_teacher_acdc": "acdc",
+    "ua_mt_acdc": "acdc",
+    "cps_acdc": "acdc",
+    "alhvr_acdc": "acdc",
+    "coranet_acdc": "acdc",
     "supervised_la": "la",
     "mean_teacher_la": "la",
+    "ua_mt_la": "la",
+    "cps_la": "la",
+    "dycon_la": "la",
+    "stlu_la": "la",
+    "alhvr_brats": "brats",
+    "dycon_brats": "brats",
+    "stlu_brats": "brats",
+    "dycon_pancreas": "pancreas",
+    "coranet_pancreas": "pancreas",
+    "stlu_pancreas": "pancreas",
+    "dycon_isles": "isles",
 }
 
 # Command-line-style overrides that shrink the demo overlay further, per dataset flavour.
+TINY_3D = {"patch_size": [32, 32, 32], "sw_stride": [16, 16, 16], "sw_batch_size": 2, "num_labeled": 2}
 TINY = {
     "acdc": {"spatial_size": [32, 32], "labeled_batch_size": 4, "num_labeled": 2},
-    "la": {"patch_size": [32, 32, 32], "sw_stride": [16, 16, 16], "sw_batch_size": 2, "num_labeled": 2},
+    "la": TINY_3D,
+    "pancreas": TINY_3D,
+    "brats": TINY_3D,
+    "isles": TINY_3D,
 }
 
 

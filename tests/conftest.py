@@ -56,4 +56,13 @@ def phantom_datasets(tmp_path_factory):
     return {
         "acdc": make_phantom_dataset(root / "acdc", "acdc", num_train=4, num_val=1, num_test=1, seed=1, shape=(40, 40)),
         "la": make_phantom_dataset(root / "la", "la", num_train=4, num_val=0, num_test=1, seed=1, shape=(40, 40, 32)),
+        "pancreas": make_phantom_dataset(
+            root / "pancreas", "pancreas", num_train=4, num_val=0, num_test=1, seed=1, shape=(40, 40, 32)
+        ),
+        "brats": make_phantom_dataset(
+            root / "brats", "brats", num_train=4, num_val=1, num_test=1, seed=1, shape=(40, 40, 32)
+        ),
+        "isles": make_phantom_dataset(
+            root / "isles", "isles", num_train=4, num_val=1, num_test=1, seed=1, shape=(40, 40, 32)
+        ),
     }

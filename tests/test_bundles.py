@@ -17,14 +17,14 @@ ITERATIONS = 12
 
 
 def supervised_loss_on(workflow, batch) -> float:
-    """Supervised loss of the evaluated network on a fixed batch (train mode, fixed dropout seed)."""
-    network = workflow.parser.get_parsed_content("network")
-    loss_fn = workflow.parser.get_parsed_content("supervised_loss")
-    network.train()
+    """The method's supervised loss on a fixed labeled batch (no unlabeled data, fixed dropout seed, no step)."""
+    method = workflow.parser.get_parsed_content("method")
+    labeled = {k: torch.as_tensor(batch[k]) for k in ("image", "label")}
+    labeled = {k: (v.as_tensor() if hasattr(v, "as_tensor") else v) for k, v in labeled.items()}
+    method.train()
     torch.manual_seed(0)
     with torch.no_grad():
-        logits = network(batch["image"].as_tensor() if hasattr(batch["image"], "as_tensor") else batch["image"])
-        return float(loss_fn(logits, torch.as_tensor(batch["label"])))
+        return float(method.compute_losses(labeled, None, 0)["loss_sup"])
 
 
 @pytest.fixture(scope="session", params=sorted(BUNDLES))

@@ -195,7 +195,9 @@ def test_ensure_refuses_foreign_folder(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"flavour": "brats"}, "unknown phantom flavour"),
+        ({"flavour": "brats2019"}, "unknown phantom flavour"),
+        ({"flavour": "isles", "shape": (32, 32, 15)}, "at least"),
+        ({"flavour": "pancreas", "shape": (32, 32)}, "shape"),
         ({"flavour": "la", "shape": (32, 32)}, "shape"),
         ({"flavour": "acdc", "shape": (16, 16)}, "at least"),
         ({"flavour": "acdc", "num_train": 0}, "num_train"),
@@ -207,7 +209,7 @@ def test_invalid_arguments(tmp_path, kwargs, match):
 
 
 def test_registry_and_cli(tmp_path, capsys):
-    assert {"acdc", "la"} <= set(FLAVOURS)
+    assert {"acdc", "la", "brats", "pancreas", "isles"} <= set(FLAVOURS)
     out = tmp_path / "cli"
     code = main(
         [str(out), "--flavour", "acdc", "--num-train", "1", "--num-val", "0", "--num-test", "0"]
@@ -216,3 +218,154 @@ def test_registry_and_cli(tmp_path, capsys):
     assert code == 0 and str(out / "dataset.json") in capsys.readouterr().out
     meta = json.loads((out / "dataset.json").read_text())
     assert len(meta["training"]) == 2 and nib.load(str(out / meta["training"][0]["image"])).shape == (32, 32, 8)
+
+
+# ------------------------------------------------------------------------------------------------
+# 3D flavours standing in for BraTS 2019, Pancreas-CT and ISLES 2022
+# ------------------------------------------------------------------------------------------------
+
+SMALL_3D = {
+    "brats": {"num_train": 2, "num_val": 1, "num_test": 1, "shape": (40, 40, 32)},
+    "pancreas": {"num_train": 2, "num_test": 1, "shape": (40, 40, 32)},
+    "isles": {"num_train": 3, "num_val": 1, "num_test": 1, "shape": (40, 40, 24)},
+}
+EXPECTED_3D = {  # flavour: (labels, modality, preprocessing, case prefix, items per split)
+    "brats": ({"0": "background", "1": "whole tumour"}, "MRI", "phantom-brats", "BraTS", (2, 1, 1)),
+    "pancreas": ({"0": "background", "1": "pancreas"}, "CT", "phantom-pancreas", "Pancreas", (2, 0, 1)),
+    "isles": ({"0": "background", "1": "ischemic stroke lesion"}, "MRI", "phantom-isles", "ISLES", (3, 1, 1)),
+}
+
+
+@pytest.fixture(scope="module")
+def folders_3d(tmp_path_factory) -> dict[str, Path]:
+    return {
+        flavour: make_phantom_dataset(tmp_path_factory.mktemp(flavour), flavour, **kwargs)
+        for flavour, kwargs in SMALL_3D.items()
+    }
+
+
+def _volumes(folder: Path) -> list[tuple[dict, np.ndarray, np.ndarray, tuple]]:
+    meta = json.loads((folder / "dataset.json").read_text())
+    out = []
+    for item in meta["training"] + meta["validation"] + meta["test"]:
+        image, label = _load(folder, item)
+        out.append((item, image.get_fdata(), np.asarray(label.dataobj), image.header.get_zooms()))
+    return out
+
+
+def _best_threshold_dice(image: np.ndarray, label: np.ndarray) -> float:
+    """Best Dice of ``image > t`` over 200 quantile thresholds: how far plain thresholding gets."""
+    target = label > 0
+    best = 0.0
+    for t in np.quantile(image, np.linspace(0.5, 0.9999, 200)):
+        pred = image > t
+        best = max(best, 2.0 * (pred & target).sum() / (pred.sum() + target.sum()))
+    return best
+
+
+@pytest.mark.parametrize("flavour", sorted(SMALL_3D))
+def test_3d_flavour_dataset_json(folders_3d, flavour):
+    meta = json.loads((folders_3d[flavour] / "dataset.json").read_text())
+    labels, modality, preprocessing, prefix, counts = EXPECTED_3D[flavour]
+    assert CONTRACT_KEYS <= set(meta)
+    assert meta["labels"] == labels and meta["modality"] == {"0": modality} and meta["dims"] == 3
+    assert meta["preprocessing"] == preprocessing and meta["metric_spacing"] is None
+    assert tuple(len(meta[k]) for k in ("training", "validation", "test")) == counts
+    assert meta["training"][0] == {
+        "image": "images/phantom001.nii.gz",
+        "label": "labels/phantom001.nii.gz",
+        "case": f"{prefix}:phantom001",
+    }
+    assert meta["test"][-1]["case"] == f"{prefix}:phantom{sum(counts):03d}"  # numbered across the splits
+
+
+@pytest.mark.parametrize("flavour", sorted(SMALL_3D))
+def test_3d_flavour_same_seed_same_bytes(tmp_path, flavour):
+    kwargs = {"num_train": 1, "num_val": 0, "num_test": 0, "shape": (24, 24, 16)}
+    first = _files(make_phantom_dataset(tmp_path / "a", flavour, seed=5, **kwargs))
+    second = _files(make_phantom_dataset(tmp_path / "b", flavour, seed=5, **kwargs))
+    other = _files(make_phantom_dataset(tmp_path / "c", flavour, seed=6, **kwargs))
+    assert first == second
+    assert first["images/phantom001.nii.gz"] != other["images/phantom001.nii.gz"]
+
+
+@pytest.mark.parametrize("flavour", sorted(SMALL_3D))
+def test_3d_flavour_shapes_and_label_values(folders_3d, flavour):
+    shape = SMALL_3D[flavour]["shape"]
+    for item, image, label, _ in _volumes(folders_3d[flavour]):
+        assert image.shape == label.shape == shape, item["case"]
+        assert np.isfinite(image).all() and set(np.unique(label)) == {0, 1}
+        assert 0.0002 < label.mean() < 0.05  # a small structure, never empty
+
+
+def test_brats_phantom_flair_contrast(folders_3d):
+    for item, image, label, zooms in _volumes(folders_3d["brats"]):
+        np.testing.assert_allclose(zooms, (1.0, 1.0, 1.0))
+        brain = image > 0
+        assert image.min() == 0.0 and not brain[0].any() and not brain[:, :, -1].any()  # zero outside the brain
+        assert 0.1 < brain.mean() < 0.5 and brain[label > 0].all()  # the tumour lies inside the brain
+        healthy = image[brain & (label == 0)]
+        assert image[label > 0].mean() > 1.2 * healthy.mean()  # FLAIR-hyperintense tumour and oedema
+        assert (healthy > np.median(image[label > 0])).sum() > 0  # but healthy voxels reach tumour values
+        assert _best_threshold_dice(image, label) < 0.9, item["case"]
+
+
+def test_pancreas_phantom_hounsfield_units(folders_3d):
+    for item, image, label, zooms in _volumes(folders_3d["pancreas"]):
+        np.testing.assert_allclose(zooms, (1.0, 1.0, 1.0))
+        assert image.min() <= -990 and image.max() >= 700  # air and bone, stored unwindowed in HU
+        assert np.array_equal(image, np.round(image))  # integer HU as in CT files
+        assert -150 < np.median(image[(image > -500) & (label == 0)]) < 60  # fat and muscle dominate the body
+        pancreas = image[label > 0]
+        assert 40 < np.median(pancreas) < 150
+        similar = ((image > 50) & (image < 160) & (label == 0)).sum()
+        assert similar > 3 * pancreas.size  # organs and vessels of similar density surround it
+        assert _best_threshold_dice(image, label) < 0.3, item["case"]
+        # elongated: the longest principal axis of the organ is more than twice its shortest
+        points = np.argwhere(label > 0).astype(float)
+        extents = np.sqrt(np.linalg.eigvalsh(np.cov(points.T)))
+        assert extents[-1] > 2 * extents[0]
+
+
+def test_isles_phantom_lesions_and_spacing(folders_3d):
+    from scipy import ndimage
+
+    components, spacings = [], set()
+    for _item, image, label, zooms in _volumes(folders_3d["isles"]):
+        assert zooms[0] == zooms[1] and zooms[2] >= 2.0 and 1.6 <= zooms[0] <= 2.2
+        spacings.add(tuple(np.round(zooms, 3)))
+        labelled, count = ndimage.label(label)
+        components.append(count)
+        sizes = np.bincount(labelled.ravel())[1:]
+        assert sizes.max() < 1500
+        assert image[label > 0].mean() > 1.5 * image[(label == 0) & (image > np.percentile(image, 60))].mean()
+        assert image[0, 0, 0] > 0  # not skull-stripped: Rician noise floor in the background
+    assert max(components) >= 2  # multi-focal
+    assert len(spacings) >= 2  # variable spacing across cases
+
+
+@pytest.mark.parametrize("flavour", sorted(SMALL_3D))
+def test_3d_flavours_at_minimum_shape(tmp_path, flavour):
+    folder = make_phantom_dataset(tmp_path, flavour, num_train=3, num_val=0, num_test=0, shape=(16, 16, 16), seed=2)
+    for item, _, label, _ in _volumes(folder):
+        assert label.shape == (16, 16, 16) and label.any(), item["case"]
+
+
+@pytest.mark.parametrize(
+    "flavour, shape", [("brats", (64, 64, 48)), ("pancreas", (64, 64, 48)), ("isles", (64, 64, 32))]
+)
+def test_3d_flavour_default_shape(tmp_path, flavour, shape):
+    folder = make_phantom_dataset(tmp_path, flavour, num_train=1, num_val=0, num_test=0)
+    item = json.loads((folder / "dataset.json").read_text())["training"][0]
+    assert nib.load(str(folder / item["image"])).shape == shape
+    assert FLAVOURS[flavour].default_counts[1] == (0 if flavour == "pancreas" else 2)  # no validation for Pancreas
+
+
+def test_3d_ids_survive_monai_datalist_loading(folders_3d):
+    from monai.data import load_decathlon_datalist
+
+    for folder in folders_3d.values():
+        items = load_decathlon_datalist(str(folder / "dataset.json"), data_list_key="training", base_dir=str(folder))
+        raw = json.loads((folder / "dataset.json").read_text())["training"]
+        assert [i["case"] for i in items] == [i["case"] for i in raw]
+        assert all(Path(i["image"]).is_file() and Path(i["label"]).is_file() for i in items)

@@ -1,4 +1,5 @@
-"""Prepare commands on tiny fake downloads: list order, ED/ES frame mapping, axes, spacing, missing cases."""
+"""Prepare commands on tiny fake downloads: list order, ED/ES frame mapping, axes, spacing, label mapping,
+naming schemes, missing cases."""
 
 from __future__ import annotations
 
@@ -13,11 +14,20 @@ import pytest
 from common.data.prepare import (
     PREPARERS,
     SPLITS_DIR,
+    DicomSourceError,
     MissingCasesError,
+    build_parser,
     main,
+    pancreas_case_number,
+    pancreas_splits,
     prepare_acdc,
     prepare_acdc_h5,
+    prepare_brats,
+    prepare_brats_h5,
+    prepare_isles,
     prepare_la_h5,
+    prepare_pancreas,
+    prepare_pancreas_h5,
     read_split,
 )
 
@@ -26,6 +36,12 @@ ACDC_VAL = read_split("acdc/val.list")
 ACDC_TEST = read_split("acdc/test.list")
 LA_TRAIN = read_split("la/train.list")
 LA_TEST = read_split("la/test.list")
+BRATS_TRAIN = read_split("brats2019/train.txt")
+BRATS_VAL = read_split("brats2019/val.txt")
+BRATS_TEST = read_split("brats2019/test.txt")
+ISLES_TRAIN = read_split("isles2022/train.list")
+ISLES_VAL = read_split("isles2022/val.list")
+ISLES_TEST = read_split("isles2022/test.list")
 
 
 def _meta(folder: Path) -> dict:
@@ -195,6 +211,302 @@ def test_invalid_label_values_are_rejected(tmp_path):
 
 
 def test_registry_names_the_cli_commands():
-    assert {"acdc", "acdc_h5", "la_h5"} <= set(PREPARERS)
+    assert {"acdc", "acdc_h5", "la_h5", "brats_h5", "brats", "pancreas_h5", "pancreas", "isles"} <= set(PREPARERS)
     with pytest.raises(SystemExit):
         main(["acdc"])  # --source and --out are required
+
+
+def test_new_split_lists_have_the_protocol_sizes():
+    assert [len(BRATS_TRAIN), len(BRATS_VAL), len(BRATS_TEST)] == [250, 25, 60]
+    assert BRATS_TRAIN[0] == "BraTS19_TCIA02_370_1"
+    assert [len(ISLES_TRAIN), len(ISLES_VAL), len(ISLES_TEST)] == [200, 25, 25]
+    sizes = {name: [len(v) for v in pancreas_splits(name).values()] for name in ("mcnet", "dycon_mcf", "coranet")}
+    assert sizes == {"mcnet": [62, 20], "dycon_mcf": [62, 20], "coranet": [62, 18]}
+
+
+# ------------------------------------------------------------------------------------------------
+# BraTS 2019
+# ------------------------------------------------------------------------------------------------
+
+
+def test_brats_h5_order_transposition_and_spacing(tmp_path):
+    data = tmp_path / "BraTS2019" / "data"
+    rng = np.random.default_rng(2)
+    zyx = (4, 5, 6)
+    arrays = {}
+    for case in [BRATS_TRAIN[3], BRATS_TRAIN[0], BRATS_VAL[1], BRATS_TEST[0]]:  # written out of list order
+        arrays[case] = rng.normal(size=zyx).astype(np.float32), (rng.random(zyx) > 0.6).astype(np.uint8)
+        _write_h5(data / f"{case}.h5", *arrays[case])
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="331 listed case"):
+        prepare_brats_h5(tmp_path / "BraTS2019", out, allow_missing=True)  # the data/ sub-folder is found
+    meta = _meta(out)
+    assert _cases(meta, "training") == [f"BraTS:{BRATS_TRAIN[0]}", f"BraTS:{BRATS_TRAIN[3]}"]
+    assert _cases(meta, "validation") == [f"BraTS:{BRATS_VAL[1]}"] and _cases(meta, "test") == [
+        f"BraTS:{BRATS_TEST[0]}"
+    ]
+    assert meta["labels"] == {"0": "background", "1": "whole tumour"} and meta["modality"] == {"0": "MRI"}
+    assert meta["preprocessing"] == "ssl4mis-brats" and "SSL4MIS" in meta["source_split"] and meta["dims"] == 3
+    assert meta["training"][0] == {
+        "image": f"images/{BRATS_TRAIN[0]}.nii.gz",
+        "label": f"labels/{BRATS_TRAIN[0]}.nii.gz",
+        "case": f"BraTS:{BRATS_TRAIN[0]}",
+    }
+    image, label = arrays[BRATS_TRAIN[0]]
+    loaded = nib.load(str(out / meta["training"][0]["image"]))
+    assert loaded.shape == (6, 5, 4)  # (z, y, x) -> (x, y, z)
+    np.testing.assert_array_equal(loaded.get_fdata()[5, 1, 2], image[2, 1, 5])
+    np.testing.assert_array_equal(loaded.get_fdata(), image.transpose(2, 1, 0))
+    np.testing.assert_allclose(loaded.header.get_zooms(), (1.0, 1.0, 1.0))
+    gt = nib.load(str(out / meta["training"][0]["label"]))
+    assert gt.get_data_dtype() == np.uint8
+    np.testing.assert_array_equal(np.asarray(gt.dataobj), label.transpose(2, 1, 0))
+
+
+def test_brats_h5_missing_cases_error_names_them(tmp_path):
+    _write_h5(tmp_path / f"{BRATS_TRAIN[0]}.h5", np.zeros((2, 2, 2), np.float32), np.zeros((2, 2, 2), np.uint8))
+    with pytest.raises(MissingCasesError) as info:
+        prepare_brats_h5(tmp_path, tmp_path / "out")
+    message = str(info.value)
+    assert "334 listed case" in message and BRATS_TEST[-1] in message and BRATS_VAL[0] in message
+    assert not (tmp_path / "out" / "dataset.json").exists()
+
+
+def _fake_brats_case(root: Path, case: str, seg: np.ndarray, affine: np.ndarray, with_seg: bool = True) -> None:
+    """Official release layout: five modalities + seg; the FLAIR is filled with 7, the T1 with 1."""
+    folder = root / case
+    folder.mkdir(parents=True)
+    for modality, value in (("flair", 7), ("t1", 1), ("t1ce", 2), ("t2", 3)):
+        nib.save(
+            nib.Nifti1Image(np.full(seg.shape, value, np.int16), affine), str(folder / f"{case}_{modality}.nii.gz")
+        )
+    if with_seg:
+        nib.save(nib.Nifti1Image(seg, affine), str(folder / f"{case}_seg.nii.gz"))
+
+
+def test_brats_official_release_whole_tumour_and_geometry(tmp_path):
+    release = tmp_path / "MICCAI_BraTS_2019_Data_Training"
+    affine = np.array([[-1.0, 0, 0, 239], [0, -1.0, 0, 239], [0, 0, 1.0, 0], [0, 0, 0, 1]])
+    seg = np.zeros((6, 5, 4), np.uint8)
+    seg[1, 1, 1], seg[2, 2, 2], seg[3, 3, 3] = 1, 2, 4  # necrotic core, oedema, enhancing tumour
+    _fake_brats_case(release / "HGG", BRATS_TRAIN[1], seg, affine)
+    _fake_brats_case(release / "LGG", BRATS_TRAIN[0], seg, affine)
+    _fake_brats_case(release / "HGG", BRATS_TEST[2], seg, affine)
+    _fake_brats_case(release / "LGG", BRATS_VAL[0], seg, affine, with_seg=False)  # incomplete: counts as missing
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match=BRATS_VAL[0]):
+        assert main(["brats", "--source", str(tmp_path), "--out", str(out), "--allow-missing"]) == 0
+    meta = _meta(out)
+    assert _cases(meta, "training") == [f"BraTS:{BRATS_TRAIN[0]}", f"BraTS:{BRATS_TRAIN[1]}"]
+    assert meta["validation"] == [] and _cases(meta, "test") == [f"BraTS:{BRATS_TEST[2]}"]
+    assert meta["preprocessing"] == "brats-raw-flair"
+    image = nib.load(str(out / meta["training"][0]["image"]))
+    assert np.all(image.get_fdata() == 7)  # the FLAIR file, no other modality
+    np.testing.assert_allclose(image.affine, affine)  # original geometry kept
+    label = np.asarray(nib.load(str(out / meta["training"][0]["label"])).dataobj)
+    np.testing.assert_array_equal(label, (seg > 0).astype(np.uint8))  # {1, 2, 4} -> 1
+    assert label.sum() == 3
+
+
+# ------------------------------------------------------------------------------------------------
+# Pancreas-CT
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, number",
+    [("image0057", 57), ("PANCREAS_0001.h5", 1), ("0013.h5", 13), ("image0082_norm.h5", 82), ("label0070.nii.gz", 70)],
+)
+def test_pancreas_case_number_maps_every_scheme(name, number):
+    assert pancreas_case_number(name) == number
+
+
+def test_pancreas_case_number_rejects_other_names():
+    with pytest.raises(ValueError, match="not a Pancreas-CT case"):
+        pancreas_case_number("BraTS19_TCIA02_370_1")
+
+
+def test_pancreas_split_families_keep_list_order():
+    mcnet = pancreas_splits("mcnet")
+    assert mcnet["training"][:3] == [57, 18, 62]  # image0057, image0018, image0062 (shuffled MC-Net order)
+    dycon = pancreas_splits("dycon_mcf")
+    assert dycon["training"] == list(range(1, 63)) and dycon["test"] == list(range(63, 83))
+    coranet = pancreas_splits("coranet")
+    assert coranet["training"][:12] == list(range(1, 13)) and coranet["training"][12] == 13  # labeled list first
+    assert 25 not in coranet["training"] and 70 not in coranet["test"]  # the 80-scan variant
+    assert set(mcnet["training"]) != set(dycon["training"])  # a different 62/20 partition
+    with pytest.raises(ValueError, match="unknown Pancreas split"):
+        pancreas_splits("mcf")
+
+
+def _pancreas_volume(number: int, shape=(5, 4, 3)) -> tuple[np.ndarray, np.ndarray]:
+    """Image filled with the case number (to check the mapping) and a label with one voxel per case number."""
+    label = np.zeros(shape, np.float32)  # MC-Net stores its labels as float32
+    label.flat[number % label.size] = 1
+    return np.full(shape, float(number), np.float32), label
+
+
+@pytest.mark.parametrize(
+    "split, pattern, folder, first_two, preprocessing",
+    [
+        ("mcnet", "image{n}_norm.h5", "Pancreas_h5", [57, 18], "mcnet-pancreas"),
+        ("dycon_mcf", "PANCREAS_{n}.h5", "Pancreas_data", [1, 2], "dycon-mcf-pancreas-h5"),
+        ("coranet", "{n}.h5", "pancreas_pad25", [1, 2], "coranet-pancreas"),
+        ("dycon_mcf", "image{n}_norm.h5", "Pancreas_h5", [1, 2], "mcnet-pancreas"),  # MC-Net files, DyCON lists
+    ],
+)
+def test_pancreas_h5_split_families_and_naming(tmp_path, split, pattern, folder, first_two, preprocessing):
+    numbers = pancreas_splits(split)
+    wanted = [numbers["training"][1], numbers["training"][0], numbers["test"][0]]  # written out of order
+    for number in wanted:
+        _write_h5(tmp_path / folder / pattern.format(n=f"{number:04d}"), *_pancreas_volume(number))
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="not found"):
+        assert (
+            main(["pancreas_h5", "--source", str(tmp_path), "--out", str(out), "--split", split, "--allow-missing"])
+            == 0
+        )
+    meta = _meta(out)
+    assert _cases(meta, "training") == [f"Pancreas:PANCREAS_{n:04d}" for n in first_two]
+    assert _cases(meta, "test") == [f"Pancreas:PANCREAS_{numbers['test'][0]:04d}"] and meta["validation"] == []
+    assert meta["preprocessing"] == preprocessing and meta["split_family"] == split
+    assert meta["labels"] == {"0": "background", "1": "pancreas"} and meta["modality"] == {"0": "CT"}
+    assert "imageNNNN" in meta["case_mapping"] and "PANCREAS_NNNN" in meta["case_mapping"]
+    for item in meta["training"] + meta["test"]:
+        number = int(item["case"][-4:])
+        image = nib.load(str(out / item["image"]))
+        assert image.shape == (5, 4, 3) and np.all(image.get_fdata() == number)  # (x, y, z) kept, right case
+        np.testing.assert_allclose(image.header.get_zooms(), (1.0, 1.0, 1.0))
+        label = nib.load(str(out / item["label"]))
+        assert label.get_data_dtype() == np.uint8 and np.asarray(label.dataobj).flat[number % 60] == 1
+
+
+def test_pancreas_h5_refuses_mixed_recipes(tmp_path):
+    _write_h5(tmp_path / "image0057_norm.h5", *_pancreas_volume(57))
+    _write_h5(tmp_path / "PANCREAS_0018.h5", *_pancreas_volume(18))
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="mixes h5 files"):
+        prepare_pancreas_h5(tmp_path, tmp_path / "out", allow_missing=True)
+
+
+def test_pancreas_h5_missing_cases_use_canonical_ids(tmp_path):
+    _write_h5(tmp_path / "image0057_norm.h5", *_pancreas_volume(57))
+    with pytest.raises(MissingCasesError) as info:
+        prepare_pancreas_h5(tmp_path, tmp_path / "out")
+    assert "81 listed case" in str(info.value) and "PANCREAS_0018" in str(info.value)
+    assert "PANCREAS_0057" not in str(info.value)
+
+
+def _save_ct(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+
+
+def test_pancreas_nifti_keeps_hounsfield_units_and_geometry(tmp_path):
+    affine = np.diag([0.7, 0.7, 2.5, 1.0])
+    affine[:3, 3] = (-180.0, -170.0, -300.0)
+    hu = np.array([-1000, -100, 40, 150, 800, -1000], np.int16).reshape(1, 2, 3).repeat(4, axis=0)
+    label = np.zeros(hu.shape, np.uint8)
+    label[1, 1, 1] = 1
+    # CoraNet lists: training = train_lab (0001...) then train_unlab (0013...); both image spellings accepted
+    _save_ct(tmp_path / "images" / "PANCREAS_0013.nii.gz", hu, affine)
+    _save_ct(tmp_path / "images" / "image0001.nii.gz", hu + 1, affine)
+    _save_ct(tmp_path / "images" / "PANCREAS_0064.nii.gz", hu, affine)
+    for number in (1, 13, 64):
+        _save_ct(tmp_path / "labels" / f"label{number:04d}.nii.gz", label, affine)
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="77 listed case"):
+        prepare_pancreas(tmp_path, out, allow_missing=True, split="coranet")
+    meta = _meta(out)
+    assert _cases(meta, "training") == ["Pancreas:PANCREAS_0001", "Pancreas:PANCREAS_0013"]
+    assert _cases(meta, "test") == ["Pancreas:PANCREAS_0064"] and meta["validation"] == []
+    assert meta["preprocessing"] == "pancreas-raw-hu" and "CoraNet" in meta["source_split"]
+    image = nib.load(str(out / meta["training"][1]["image"]))
+    np.testing.assert_array_equal(image.get_fdata(), hu)  # HU unchanged, not windowed
+    np.testing.assert_allclose(image.affine, affine)
+    assert np.all(nib.load(str(out / meta["training"][0]["image"])).get_fdata() == hu + 1)  # image0001 found
+
+
+def test_pancreas_dicom_source_says_conversion_is_out_of_scope(tmp_path, capsys):
+    series = tmp_path / "Pancreas-CT" / "PANCREAS_0057" / "11-24-2015-PANCREAS0057" / "Pancreas-99667"
+    series.mkdir(parents=True)
+    (series / "1-001.dcm").write_bytes(b"\0" * 132 + b"DICM")
+    with pytest.raises(DicomSourceError, match="DICOM conversion is out of scope") as info:
+        prepare_pancreas(tmp_path, tmp_path / "out")
+    assert "PANCREAS_0057" in str(info.value) and "images/PANCREAS_NNNN.nii.gz" in str(info.value)
+    assert main(["pancreas", "--source", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "DICOM" in capsys.readouterr().err
+
+
+def test_pancreas_split_option_is_validated_by_the_cli():
+    assert build_parser().parse_args(["pancreas", "--source", "s", "--out", "o"]).split == "mcnet"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["pancreas_h5", "--source", "s", "--out", "o", "--split", "fold1"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["isles", "--source", "s", "--out", "o", "--split", "mcnet"])  # Pancreas only
+
+
+# ------------------------------------------------------------------------------------------------
+# ISLES 2022
+# ------------------------------------------------------------------------------------------------
+
+
+def _fake_isles_case(root: Path, case: str, affine: np.ndarray, value: float) -> np.ndarray:
+    """BIDS layout under rawdata/ with DWI (filled with ``value``), ADC and FLAIR, mask under derivatives/."""
+    shape = (6, 5, 4)
+    session = root / "rawdata" / case / "ses-0001"
+    _save_ct(session / "dwi" / f"{case}_ses-0001_dwi.nii.gz", np.full(shape, value, np.float32), affine)
+    _save_ct(session / "dwi" / f"{case}_ses-0001_adc.nii.gz", np.full(shape, -1.0, np.float32), affine)
+    _save_ct(session / "anat" / f"{case}_ses-0001_FLAIR.nii.gz", np.full(shape, -2.0, np.float32), affine)
+    mask = np.zeros(shape, np.float32)
+    mask[1:3, 1:3, 1], mask[4, 4, 3] = 1.0, 1.0  # two lesions
+    _save_ct(root / "derivatives" / case / "ses-0001" / f"{case}_ses-0001_msk.nii.gz", mask, affine)
+    return mask
+
+
+def test_isles_bids_dwi_only_fold0_order(tmp_path):
+    root = tmp_path / "ISLES-2022"
+    affine = np.diag([1.6, 1.6, 3.0, 1.0])
+    mask = _fake_isles_case(root, ISLES_TRAIN[5], affine, 5.0)
+    _fake_isles_case(root, ISLES_TRAIN[0], affine, 0.5)
+    _fake_isles_case(root, ISLES_VAL[2], affine, 2.0)
+    _fake_isles_case(root, ISLES_TEST[0], affine, 3.0)
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="246 listed case"):
+        prepare_isles(tmp_path, out, allow_missing=True)  # parent of ISLES-2022/
+    meta = _meta(out)
+    assert _cases(meta, "training") == [f"ISLES:{ISLES_TRAIN[0]}", f"ISLES:{ISLES_TRAIN[5]}"]
+    assert _cases(meta, "validation") == [f"ISLES:{ISLES_VAL[2]}"] and _cases(meta, "test") == [
+        f"ISLES:{ISLES_TEST[0]}"
+    ]
+    assert meta["preprocessing"] == "isles-raw-dwi" and "DyCON" in meta["source_split"]
+    assert meta["labels"] == {"0": "background", "1": "ischemic stroke lesion"} and meta["modality"] == {"0": "MRI"}
+    assert meta["training"][1] == {
+        "image": f"images/{ISLES_TRAIN[5]}.nii.gz",
+        "label": f"labels/{ISLES_TRAIN[5]}.nii.gz",
+        "case": f"ISLES:{ISLES_TRAIN[5]}",
+    }
+    image = nib.load(str(out / meta["training"][1]["image"]))
+    assert np.all(image.get_fdata() == 5.0)  # the DWI, not ADC or FLAIR
+    np.testing.assert_allclose(image.header.get_zooms(), (1.6, 1.6, 3.0))
+    label = nib.load(str(out / meta["training"][1]["label"]))
+    assert label.get_data_dtype() == np.uint8
+    np.testing.assert_array_equal(np.asarray(label.dataobj), mask.astype(np.uint8))
+
+
+def test_isles_mask_on_another_grid_is_rejected(tmp_path):
+    affine = np.eye(4)
+    _fake_isles_case(tmp_path, ISLES_TRAIN[0], affine, 1.0)
+    case = ISLES_TRAIN[0]
+    _save_ct(tmp_path / "derivatives" / case / "ses-0001" / f"{case}_ses-0001_msk.nii.gz", np.zeros((3, 3, 3)), affine)
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="differs from label shape"):
+        prepare_isles(tmp_path, tmp_path / "out", allow_missing=True)
+
+
+def test_brats_case_without_seg_is_reported_missing(tmp_path):
+    seg = np.zeros((3, 3, 3), np.uint8)
+    _fake_brats_case(tmp_path / "HGG", BRATS_TRAIN[0], seg, np.eye(4))
+    _fake_brats_case(tmp_path / "LGG", BRATS_TRAIN[1], seg, np.eye(4), with_seg=False)
+    with pytest.raises(MissingCasesError) as info:
+        prepare_brats(tmp_path, tmp_path / "out")
+    assert "334 listed case" in str(info.value) and BRATS_TRAIN[1] in str(info.value)  # 335 - 1 complete case
+    assert BRATS_TRAIN[0] not in str(info.value)

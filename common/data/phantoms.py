@@ -4,8 +4,19 @@ Bundles' demo configs and the tests train on these instead of the (registration-
 
     python -m common.data.phantoms /tmp/acdc_demo --flavour acdc --num-train 8
 
+Flavours (default shape; train/validation/test subjects; spacing):
+
+- ``acdc``: cardiac cine-MRI stacks, ED + ES frame per patient, 4 classes (96-128 x 96-128 x 8-12; 8/2/2;
+  about 1.5 x 1.5 x 5-10 mm).
+- ``la``: z-scored LGE-MRI left atrium, 2 classes (64 x 64 x 48; 8/0/2; 0.625 mm).
+- ``brats``: skull-stripped FLAIR brain with one glioma, whole tumour = 1 (64 x 64 x 48; 8/2/2; 1 mm).
+- ``pancreas``: abdominal CT in Hounsfield units, pancreas = 1 (64 x 64 x 48; 8/0/2; 1 mm).
+- ``isles``: DWI head with several small stroke lesions, lesion = 1 (64 x 64 x 32; 8/2/2; 1.6-2.2 mm in
+  plane, 2-4 mm slices, varying per case).
+
 Each flavour is one function ``(rng, number, shape, with_label) -> list[PhantomVolume]`` registered in
-``FLAVOURS`` with its metadata; a new dataset (BraTS, Pancreas, ISLES) is one more such entry.
+``FLAVOURS`` with its metadata; a new dataset is one more such entry. Files and items follow the real
+prepare commands (``common/data/prepare.py``), with case ids ``<Dataset>:phantomNNN``.
 Generation uses NumPy only and one random generator per subject seeded by (seed, flavour, split,
 index), so the same arguments give byte-identical folders and the first N training subjects do not
 change when more are requested.
@@ -28,17 +39,25 @@ import numpy as np
 
 from .prepare import (
     ACDC_LABELS,
+    BRATS_LABELS,
+    BRATS_SPACING,
+    ISLES_LABELS,
     LA_LABELS,
     LA_SPACING,
+    PANCREAS_LABELS,
+    PANCREAS_SPACING,
     acdc_item,
+    brats_item,
+    isles_item,
     la_item,
     spacing_affine,
+    volume_item,
     write_dataset_json,
     write_nifti,
 )
 
 # Bump when the generated images change, so cached demo datasets are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: brats, pancreas and isles flavours (caches made while they were drafted are stale)
 
 SPLIT_CODES = {"training": 0, "validation": 1, "test": 2, "unlabeled": 3}
 
@@ -364,6 +383,416 @@ def la_subject(
 
 
 # --------------------------------------------------------------------------------------------
+# Brain anatomy shared by the BraTS (FLAIR) and ISLES (DWI) flavours
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BrainAnatomy:
+    """Tissue masks of one synthetic brain on the voxel grid (all boolean arrays of the grid's shape)."""
+
+    brain: np.ndarray  # parenchyma + CSF inside the brain outline (what skull stripping keeps)
+    grey: np.ndarray
+    white: np.ndarray
+    csf: np.ndarray  # ventricles, sulci and the interhemispheric fissure
+    center: np.ndarray
+    radii: np.ndarray
+
+
+def _brain_anatomy(
+    rng: np.random.Generator, coords: Sequence[np.ndarray], dims: np.ndarray, size: float = 1.0
+) -> BrainAnatomy:
+    """Draw a brain: deformed ellipsoid, folded cortical ribbon, deep grey nuclei, ventricles and sulci.
+
+    Axes: x left-right, y anterior-posterior, z inferior-superior. Radii are ``size`` times about
+    (0.40, 0.45, 0.42) of the grid, so the brain fills a fixed part of the field of view.
+    """
+    center = dims * (0.5 + rng.uniform(-0.02, 0.02, size=3))
+    radii = size * dims * np.array([0.40, 0.45, 0.42]) * rng.uniform(0.92, 1.02, size=3)
+    amplitude = 0.03 * dims.min()
+    warped = [c + amplitude * smooth_field(rng, dims.astype(int), max_cycles=1.5) for c in coords]
+    rho = ellipsoid_rho(warped, center, radii)
+    brain = rho < 1
+
+    # Cortical ribbon of varying depth: a higher-frequency field folds the grey/white boundary (gyri).
+    folds = smooth_field(rng, dims.astype(int), num_waves=6, max_cycles=4.0)
+    depth = rng.uniform(0.16, 0.22) * (1.0 + 0.6 * folds)
+    grey = brain & (rho > 1.0 - depth)
+    sulci = grey & (folds > 0.55) & (rho > 0.9)  # CSF filling the deepest folds near the surface
+    fissure = brain & (np.abs(coords[0] - center[0]) < 0.6) & (coords[2] > center[2] - 0.1 * radii[2])
+
+    csf = sulci | fissure
+    for side in (-1.0, 1.0):  # lateral ventricles: curved, elongated front to back, either side of the midline
+        bend = 0.25 * radii[2] * ((coords[1] - center[1]) / radii[1]) ** 2
+        ventricle_center = center + radii * np.array([side * 0.15, 0.0, 0.08])
+        shifted = [coords[0], coords[1], coords[2] + bend]
+        size = radii * np.array([0.12, 0.45, 0.16]) * rng.uniform(0.8, 1.25)
+        csf |= ellipsoid_rho(shifted, ventricle_center, np.maximum(size, 0.8)) < 1
+        nucleus = center + radii * np.array([side * 0.32, 0.05, -0.05])  # basal ganglia / thalamus
+        grey |= ellipsoid_rho(coords, nucleus, radii * np.array([0.13, 0.2, 0.15])) < 1
+    csf &= brain
+    grey &= ~csf
+    white = brain & ~grey & ~csf
+    return BrainAnatomy(brain=brain, grey=grey, white=white, csf=csf, center=center, radii=radii)
+
+
+def _point_in(rng: np.random.Generator, mask: np.ndarray, around: np.ndarray, spread: float) -> np.ndarray:
+    """Return a voxel of ``mask`` drawn with Gaussian weight ``exp(-d^2 / 2 spread^2)`` around ``around``."""
+    candidates = np.argwhere(mask)
+    weights = np.exp(-np.sum((candidates - around) ** 2, axis=1) / (2.0 * spread**2)) + 1e-12
+    return candidates[rng.choice(len(candidates), p=weights / weights.sum())].astype(np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# BraTS 2019: skull-stripped FLAIR with one glioma (whole tumour = core + oedema), 1 mm
+# --------------------------------------------------------------------------------------------
+
+BRATS_DEFAULT_SHAPE = (64, 64, 48)
+# Relative FLAIR intensities: CSF suppressed, grey matter a little brighter than white matter, oedema bright.
+BRATS_TISSUES = {"white": 0.46, "grey": 0.66, "csf": 0.10, "oedema": 1.0, "rim": 0.85, "necrosis": 0.6, "wmh": 0.9}
+
+
+def _brats_tumour(rng: np.random.Generator, coords: Sequence[np.ndarray], dims: np.ndarray, anatomy: BrainAnatomy):
+    """Irregular tumour core (a few merged blobs, necrotic centre) inside finger-like oedema.
+
+    Returns (core, necrosis, oedema, rho of the oedema envelope); oedema is clipped to the brain and
+    reaches less far into grey matter, as vasogenic oedema follows the white matter.
+    """
+    parenchyma = anatomy.brain & ~anatomy.csf
+    target = anatomy.center + anatomy.radii * rng.uniform(-0.45, 0.45, size=3)
+    center = _point_in(rng, parenchyma, target, 0.15 * dims.min())
+    r_core = max(1.5, rng.uniform(0.06, 0.11) * dims.min())
+    amplitude = 0.3 * r_core
+    warped = [c + amplitude * smooth_field(rng, dims.astype(int), max_cycles=2.5) for c in coords]
+    blobs = []
+    for _ in range(int(rng.integers(2, 5))):
+        offset = rng.normal(0.0, 0.45 * r_core, size=3)
+        radii = r_core * rng.uniform(0.6, 1.0, size=3)
+        blobs.append(ellipsoid_rho(warped, center + offset, radii, _rotation_3d(rng.uniform(0, np.pi, size=3))))
+    rho_core = np.min(blobs, axis=0)
+    core = rho_core < 1
+    necrosis = rho_core < rng.uniform(0.4, 0.6)
+
+    reach = r_core * rng.uniform(1.8, 3.0, size=3)
+    amplitude = 0.5 * reach.mean()  # strong, higher-frequency warp: finger-like spread
+    warped = [c + amplitude * smooth_field(rng, dims.astype(int), num_waves=6, max_cycles=4.0) for c in coords]
+    rho_oedema = ellipsoid_rho(warped, center, reach, _rotation_3d(rng.uniform(0, np.pi, size=3)))
+    oedema = ((rho_oedema < 1) & anatomy.white) | ((rho_oedema < 0.7) & anatomy.grey)
+    core &= anatomy.brain
+    return core, necrosis & core, oedema & ~core, rho_oedema
+
+
+def brats_subject(
+    rng: np.random.Generator, number: int, shape: tuple[int, ...] | None, with_label: bool = True
+) -> list[PhantomVolume]:
+    """One BraTS-like case: skull-stripped FLAIR with a glioma, whole-tumour label (default 64 x 64 x 48, 1 mm).
+
+    Background outside the brain is exactly 0, as in the BraTS release; intensities are raw scanner-like
+    units (the bundle crops, clips and z-scores them). The oedema fades towards its border and some
+    unlabelled white-matter hyperintensities and grey matter reach similar values, so a global threshold
+    does not segment the tumour.
+    """
+    dims = np.array(shape or BRATS_DEFAULT_SHAPE)
+    t = {name: _jitter(rng, value) for name, value in BRATS_TISSUES.items()}
+    coords = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in dims], indexing="ij")
+    anatomy = _brain_anatomy(rng, coords, dims, size=0.9)
+    tissue = np.zeros(tuple(dims))
+    tissue[anatomy.white] = t["white"]
+    tissue[anatomy.grey] = t["grey"]
+    tissue[anatomy.csf] = t["csf"]
+    tissue *= 1.0 + 0.06 * smooth_field(rng, dims.astype(int), num_waves=6, max_cycles=5.0)  # tissue texture
+
+    for _ in range(int(rng.integers(1, 5))):  # small periventricular / deep white-matter hyperintensities
+        spot = _point_in(rng, anatomy.white, anatomy.center, 0.3 * dims.min())
+        blob = ellipsoid_rho(coords, spot, np.maximum(rng.uniform(0.02, 0.05, size=3) * dims.min(), 0.8)) < 1
+        tissue[blob & anatomy.white] = t["wmh"]
+
+    core, necrosis, oedema, rho_oedema = _brats_tumour(rng, coords, dims, anatomy)
+    fade = np.clip((1.0 - rho_oedema) / 0.4, 0.35, 1.0)  # oedema brightness falls off towards its border
+    tissue[oedema] = (tissue + fade * (t["oedema"] - tissue))[oedema]
+    tissue[core] = t["rim"]
+    tissue[necrosis] = t["necrosis"]
+
+    image = mri_corrupt(rng, tissue, blur_axes=(0, 1, 2), bias=0.2, noise=rng.uniform(0.025, 0.04))
+    image = rng.uniform(300.0, 700.0) * image
+    image[~anatomy.brain] = 0.0  # skull-stripped
+    label = ((core | oedema) & anatomy.brain).astype(np.uint8)
+    return [
+        PhantomVolume(
+            item=brats_item(f"phantom{number:03d}", with_label), image=image, label=label, spacing=BRATS_SPACING
+        )
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# ISLES 2022: DWI (b = 1000) head with several small ischaemic lesions, anisotropic spacing
+# --------------------------------------------------------------------------------------------
+
+ISLES_DEFAULT_SHAPE = (64, 64, 32)
+# Relative DWI b = 1000 intensities: CSF dark (free diffusion), acute lesions bright (restricted diffusion).
+ISLES_TISSUES = {"white": 0.42, "grey": 0.52, "csf": 0.08, "scalp": 0.12, "lesion": 1.0, "artefact": 1.0}
+
+
+def _isles_lesions(
+    rng: np.random.Generator,
+    coords: Sequence[np.ndarray],
+    parenchyma: np.ndarray,
+    anatomy: BrainAnatomy,
+    spacing: tuple[float, float, float],
+) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """Scattered lesions: a cluster in one vascular territory plus, sometimes, a few elsewhere.
+
+    Radii are drawn in mm (main lesion 5-11 mm, others log-normal within 2-8 mm) and converted with
+    ``spacing``, so thick slices cut lesions into fewer slices; a shared smooth warp makes outlines
+    irregular. Centres sit on parenchyma voxels and every lesion labels at least its centre voxel.
+    Returns (mask, normalised radius rho, relative brightness) per lesion.
+    """
+    territory = anatomy.center + anatomy.radii * np.array(
+        [rng.choice([-1.0, 1.0]) * rng.uniform(0.25, 0.6), rng.uniform(-0.5, 0.5), rng.uniform(-0.3, 0.5)]
+    )
+    spread = 0.18 * float(anatomy.radii.mean())
+    centers = [_point_in(rng, parenchyma, territory, spread) for _ in range(int(rng.integers(2, 8)))]
+    if rng.random() < 0.5:  # embolic showers often hit more than one territory
+        elsewhere = anatomy.center + anatomy.radii * rng.uniform(-0.6, 0.6, size=3)
+        centers += [_point_in(rng, parenchyma, elsewhere, spread) for _ in range(int(rng.integers(1, 3)))]
+    shape = coords[0].shape
+    warp_mm = 2.0  # outline irregularity, in mm like the radii
+    warped = [
+        c + warp_mm * smooth_field(rng, shape, num_waves=6, max_cycles=4.0) / sp
+        for c, sp in zip(coords, spacing, strict=True)
+    ]
+    lesions = []
+    for index, center in enumerate(centers):
+        # the first lesion is the main infarct core; the others are small satellite or embolic lesions
+        main = index == 0
+        radius_mm = rng.uniform(5.0, 11.0) if main else float(np.clip(rng.lognormal(np.log(3.5), 0.4), 2.0, 8.0))
+        radii = np.maximum(radius_mm * rng.uniform(0.7, 1.3, size=3) / np.asarray(spacing), 0.5)
+        rho = ellipsoid_rho(warped, center, radii, _rotation_3d(rng.uniform(0, np.pi, size=3)))
+        mask = (rho < 1) & parenchyma
+        mask[tuple(center.astype(int))] = True
+        lesions.append((mask, rho, rng.uniform(0.6, 1.25)))
+    return lesions
+
+
+def isles_subject(
+    rng: np.random.Generator, number: int, shape: tuple[int, ...] | None, with_label: bool = True
+) -> list[PhantomVolume]:
+    """One ISLES-like case: DWI head with several small bright lesions (default 64 x 64 x 32).
+
+    Spacing varies per case (in-plane 1.6-2.2 mm, slices 2, 3 or 4 mm). Not skull-stripped: a faint
+    scalp and Rician background noise surround the brain. Lesion brightness varies, grey matter is
+    brighter than white matter and most cases carry an unlabelled bright susceptibility artefact at
+    the frontal base, so thresholding alone does not find the lesions.
+    """
+    dims = np.array(shape or ISLES_DEFAULT_SHAPE)
+    in_plane = round(float(rng.uniform(1.6, 2.2)), 3)
+    spacing = (in_plane, in_plane, float(rng.choice([2.0, 3.0, 4.0])))
+    t = {name: _jitter(rng, value) for name, value in ISLES_TISSUES.items()}
+    coords = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in dims], indexing="ij")
+    anatomy = _brain_anatomy(rng, coords, dims, size=0.85)  # leave room for the scalp
+    head = ellipsoid_rho(coords, anatomy.center, anatomy.radii * 1.12) < 1
+    tissue = np.zeros(tuple(dims))
+    tissue[head & ~anatomy.brain] = t["scalp"]
+    tissue[anatomy.white] = t["white"]
+    tissue[anatomy.grey] = t["grey"]
+    tissue[anatomy.csf] = t["csf"]
+    tissue *= 1.0 + 0.05 * smooth_field(rng, dims.astype(int), num_waves=6, max_cycles=5.0)
+
+    if rng.random() < 0.8:  # susceptibility artefact next to the sinuses (frontal base), not a lesion
+        spot = anatomy.center + anatomy.radii * np.array([rng.uniform(-0.3, 0.3), -0.8, -0.55])
+        radii = np.maximum(anatomy.radii * rng.uniform(0.08, 0.15, size=3), 0.8)
+        tissue[(ellipsoid_rho(coords, spot, radii) < 1) & anatomy.brain] = t["artefact"] * rng.uniform(0.7, 1.1)
+
+    parenchyma = anatomy.brain & ~anatomy.csf
+    label = np.zeros(tuple(dims), dtype=np.uint8)
+    for mask, rho, brightness in _isles_lesions(rng, coords, parenchyma, anatomy, spacing):
+        fade = np.clip((1.0 - rho) / 0.5, 0.3, 1.0)  # soft rim: the lesion edge is only slightly bright
+        tissue[mask] = (tissue + fade * (t["lesion"] * brightness - tissue))[mask]
+        label[mask] = 1
+    image = rng.uniform(200.0, 500.0) * mri_corrupt(rng, tissue, blur_axes=(0, 1), bias=0.25, noise=0.03)
+    return [
+        PhantomVolume(item=isles_item(f"phantom{number:03d}", with_label), image=image, label=label, spacing=spacing)
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Pancreas-CT: contrast-enhanced abdominal CT in Hounsfield units with the pancreas labelled, 1 mm
+# --------------------------------------------------------------------------------------------
+
+PANCREAS_DEFAULT_SHAPE = (64, 64, 48)
+# Hounsfield units of a portal-venous phase CT. The pancreas (~100) sits among organs and vessels of
+# similar density (liver, spleen, bowel wall, duodenum, splenic vein), so HU alone cannot find it.
+PANCREAS_HU = {
+    "air": -1000.0,
+    "fat": -100.0,
+    "muscle": 45.0,
+    "liver": 105.0,
+    "spleen": 115.0,
+    "kidney": 170.0,
+    "kidney_inner": 35.0,
+    "aorta": 180.0,
+    "ivc": 130.0,
+    "portal_vein": 160.0,
+    "bowel_wall": 95.0,
+    "fluid": 15.0,
+    "oral_contrast": 260.0,
+    "duodenum": 80.0,
+    "pancreas": 100.0,
+    "cancellous": 720.0,
+    "cortical_bone": 1100.0,
+    "canal": 25.0,
+}
+
+
+def _pancreas_curve(rng: np.random.Generator, dims: np.ndarray):
+    """Centre line of the pancreas from head (u = 0, right of the midline) to tail (u = 1, spleen hilum).
+
+    Returns a function u -> (x, y, z); a quadratic Bezier curve that bows anteriorly over the spine,
+    with the tail higher than the head as in real anatomy.
+    """
+    jitter = rng.uniform(-0.03, 0.03, size=(3, 3))
+    head = dims * (np.array([0.38, 0.50, 0.46]) + jitter[0])
+    apex = dims * (np.array([0.54, 0.40, 0.50]) + jitter[1])
+    tail = dims * (np.array([0.74, 0.60, 0.58]) + jitter[2])
+
+    def point(u: float) -> np.ndarray:
+        return (1 - u) ** 2 * head + 2 * u * (1 - u) * apex + u**2 * tail
+
+    return point
+
+
+def _pancreas_organ(rng: np.random.Generator, coords: Sequence[np.ndarray], dims: np.ndarray):
+    """Lobulated pancreas: a chain of overlapping ellipsoids along the curve, thick head, thin tail.
+
+    Returns (normalised radius rho, < 1 inside; curve function; list of (centre, in-plane radius)).
+    """
+    curve = _pancreas_curve(rng, dims)
+    s = float(min(dims[0], dims[1]))
+    warp = 0.025 * s  # small, high-frequency warp: lobulated outline
+    warped = [c + warp * smooth_field(rng, dims.astype(int), num_waves=6, max_cycles=4.0) for c in coords]
+    rhos, parts = [], []
+    steps = np.linspace(0.0, 1.0, 9)
+    for u in steps:
+        center = curve(u) + rng.normal(0.0, 0.01 * s, size=3)
+        tangent = curve(min(u + 0.05, 1.0)) - curve(max(u - 0.05, 0.0))
+        width = (0.085 - 0.045 * u) * s * rng.uniform(0.85, 1.15)  # head about twice as thick as the tail
+        height = max((0.14 - 0.07 * u) * dims[2] * rng.uniform(0.85, 1.15), 1.2)
+        along = max(0.9 * np.linalg.norm(curve(1.0) - curve(0.0)) / (len(steps) - 1), 1.5)
+        radii = (height, max(width, 1.2), along)  # rows of _frame_towards: ~z, in-plane normal, tangent
+        rhos.append(ellipsoid_rho(warped, center, radii, _frame_towards(tangent)))
+        parts.append((center, max(width, 1.2)))
+    return np.min(rhos, axis=0), curve, parts
+
+
+def pancreas_subject(
+    rng: np.random.Generator, number: int, shape: tuple[int, ...] | None, with_label: bool = True
+) -> list[PhantomVolume]:
+    """One Pancreas-CT-like case in Hounsfield units with the pancreas labelled (default 64 x 64 x 48, 1 mm).
+
+    An abdomen cross-section scaled into the grid: air, subcutaneous and visceral fat, muscle wall,
+    spine, aorta/IVC, liver, spleen, kidneys, stomach, bowel loops, duodenum wrapping the pancreas head
+    and the splenic vein along its back. Blur and Gaussian noise (8-15 HU) as in CT; values rounded to
+    integers. Images stay in HU: the bundle windows them ([-125, 275]).
+    """
+    dims = np.array(shape or PANCREAS_DEFAULT_SHAPE)
+    hu = {name: value + rng.normal(0.0, 8.0) for name, value in PANCREAS_HU.items()}
+    hu["air"], hu["fat"] = -1000.0, -100.0 + rng.normal(0.0, 10.0)
+    coords = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in dims], indexing="ij")
+    x, y, z = coords
+    s = float(min(dims[0], dims[1]))
+    image = np.full(tuple(dims), hu["air"])
+
+    def paint(mask: np.ndarray, value: float) -> None:
+        image[mask] = value
+
+    def blob(center_frac, radii_frac, jitter: float = 0.02) -> np.ndarray:
+        center = dims * (np.asarray(center_frac) + rng.uniform(-jitter, jitter, size=3))
+        radii = np.maximum(dims * np.asarray(radii_frac) * rng.uniform(0.9, 1.1, size=3), 0.8)
+        return ellipsoid_rho(coords, center, radii) < 1
+
+    body_radii = dims[:2] * np.array([0.46, 0.38]) * rng.uniform(0.92, 1.0, size=2)
+    body_center = dims[:2] * np.array([0.5, 0.53])
+    body = ellipsoid_rho(coords[:2], body_center, body_radii)
+    fat_width = rng.uniform(0.06, 0.12)
+    paint(body < 1, hu["fat"])
+    paint(body < 1 - fat_width, hu["muscle"])
+    paint(body < 1 - fat_width - 0.06, hu["fat"] + rng.normal(0.0, 5.0))  # visceral fat
+
+    spine_center = dims[:2] * np.array([0.5, 0.79])
+    spine_r = 0.075 * s
+    for side in (-1.0, 1.0):  # paraspinal muscles
+        paint(
+            ellipsoid_rho(
+                coords[:2],
+                spine_center + np.array([side * 1.6 * spine_r, 0.9 * spine_r]),
+                (1.1 * spine_r, 1.2 * spine_r),
+            )
+            < 1,
+            hu["muscle"],
+        )
+    vertebra = ellipsoid_rho(coords[:2], spine_center, (spine_r, 0.85 * spine_r))
+    paint(vertebra < 1, hu["cortical_bone"])
+    paint(vertebra < 0.75, hu["cancellous"])
+    canal = ellipsoid_rho(coords[:2], spine_center + np.array([0.0, 1.35 * spine_r]), (0.45 * spine_r, 0.4 * spine_r))
+    paint(
+        ellipsoid_rho(coords[:2], spine_center + np.array([0.0, 1.4 * spine_r]), (0.8 * spine_r, 0.7 * spine_r)) < 1,
+        hu["cortical_bone"],
+    )
+    paint(canal < 1, hu["canal"])
+
+    liver = blob((0.25, 0.43, 0.74), (0.19, 0.25, 0.38)) & (body < 1 - fat_width - 0.06)
+    paint(liver, hu["liver"])
+    paint(blob((0.30, 0.36, 0.55), (0.05, 0.05, 0.08)) & liver, hu["fluid"])  # gallbladder
+    paint(blob((0.78, 0.64, 0.68), (0.09, 0.12, 0.24)), hu["spleen"])
+    for cx in (0.31, 0.69):
+        kidney_center, kidney_radii = (cx, 0.73, 0.38), (0.07, 0.09, 0.2)
+        paint(blob(kidney_center, kidney_radii, jitter=0.01), hu["kidney"])
+        paint(blob(kidney_center, np.array(kidney_radii) * 0.45, jitter=0.005), hu["kidney_inner"])
+    stomach = blob((0.64, 0.33, 0.74), (0.14, 0.11, 0.2))
+    paint(stomach, hu["bowel_wall"] - 30.0)
+    lumen = stomach & blob((0.64, 0.33, 0.74), (0.11, 0.08, 0.17), jitter=0.0)
+    paint(lumen, hu["fluid"])
+    paint(lumen & (y < dims[1] * 0.3), hu["air"])  # gas above the fluid level (patient supine)
+    for _ in range(int(rng.integers(6, 11))):  # bowel loops below and in front of the pancreas
+        center = (rng.uniform(0.25, 0.75), rng.uniform(0.2, 0.55), rng.uniform(0.05, 0.5))
+        loop = blob(center, (0.06, 0.06, 0.1), jitter=0.0) & (body < 1 - fat_width - 0.06)
+        paint(loop, hu["bowel_wall"])
+        content = rng.choice(["fluid", "air", "oral_contrast"], p=[0.5, 0.25, 0.25])
+        paint(loop & blob(center, (0.03, 0.03, 0.06), jitter=0.0), hu[str(content)])
+
+    rho_organ, curve, parts = _pancreas_organ(rng, coords, dims)
+    organ = rho_organ < 1
+    # Peripancreatic fat: a thin, patchy fat plane around the gland; the duodenum and vessels painted
+    # next touch the gland directly, as in real scans.
+    patches = smooth_field(rng, dims.astype(int), num_waves=5, max_cycles=3.0)
+    paint((rho_organ < 1.3) & ~organ & (patches > -0.2) & (body < 1 - fat_width - 0.06), hu["fat"])
+    head_center, head_width = parts[0]
+    # Duodenum: a C-shaped tube hugging the head on its right side, same height as the head.
+    ring = np.hypot(x - head_center[0], y - head_center[1])
+    duodenum = (np.abs(ring - 1.6 * head_width) < max(0.035 * s, 0.8)) & (x < head_center[0] + 0.3 * head_width)
+    duodenum &= np.abs(z - head_center[2]) < max(0.18 * dims[2], 1.5)
+    paint(duodenum, hu["duodenum"])
+    # Splenic vein along the back of body and tail; superior mesenteric vessels below the neck.
+    vein_r = max(0.022 * s, 0.7)
+    for u in np.linspace(0.35, 1.0, 12):
+        center = curve(u) + np.array([0.0, parts[int(round(u * 8))][1] + vein_r, 0.0])
+        paint(ellipsoid_rho(coords, center, (vein_r, vein_r, vein_r)) < 1, hu["portal_vein"])
+    neck = curve(0.3)
+    for dx, key in ((-0.02, "portal_vein"), (0.03, "aorta")):
+        vessel = ellipsoid_rho(coords[:2], (neck[0] + dx * s, neck[1] + 0.12 * s), (vein_r, vein_r)) < 1
+        paint(vessel & (z < neck[2]), hu[key])
+    paint(ellipsoid_rho(coords[:2], dims[:2] * (0.54, 0.66), (0.045 * s, 0.045 * s)) < 1, hu["aorta"])
+    paint(ellipsoid_rho(coords[:2], dims[:2] * (0.41, 0.65), (0.05 * s, 0.035 * s)) < 1, hu["ivc"])
+
+    texture = 1.0 + 0.06 * smooth_field(rng, dims.astype(int), num_waves=6, max_cycles=6.0)  # lobular texture
+    image[organ] = hu["pancreas"] * texture[organ]
+    image = blur(image, axes=(0, 1, 2)) + rng.normal(0.0, rng.uniform(8.0, 15.0), size=image.shape)
+    image = np.round(np.clip(image, -1024.0, 3071.0))
+    item = volume_item("Pancreas", f"phantom{number:03d}", with_label)
+    return [PhantomVolume(item=item, image=image, label=organ.astype(np.uint8), spacing=PANCREAS_SPACING)]
+
+
+# --------------------------------------------------------------------------------------------
 # Registry and dataset writer
 # --------------------------------------------------------------------------------------------
 
@@ -398,6 +827,57 @@ FLAVOURS: dict[str, Flavour] = {
             "modality": {"0": "MRI"},
             "dims": 3,
             "preprocessing": "phantom-la",
+        },
+    ),
+    "brats": Flavour(
+        make_subject=brats_subject,
+        default_counts=(8, 2, 2),
+        shape_lengths=(3,),
+        min_shape=(16, 16, 16),
+        metadata={
+            "name": "BraTS2019-phantom",
+            "description": "Synthetic skull-stripped FLAIR-like brain volumes standing in for BraTS 2019 (whole "
+            "tumour from FLAIR): folded grey/white matter, dark CSF and ventricles, one glioma with an irregular "
+            "core and finger-like hyperintense oedema (both labelled 1), unlabelled white-matter hyperintensities, "
+            "bias field, Rician noise, zero background, raw intensities, spacing 1 mm. For demos and tests only.",
+            "labels": dict(BRATS_LABELS),
+            "modality": {"0": "MRI"},
+            "dims": 3,
+            "preprocessing": "phantom-brats",
+        },
+    ),
+    "pancreas": Flavour(
+        make_subject=pancreas_subject,
+        default_counts=(8, 0, 2),
+        shape_lengths=(3,),
+        min_shape=(16, 16, 16),
+        metadata={
+            "name": "Pancreas-CT-phantom",
+            "description": "Synthetic contrast-enhanced abdominal CT-like volumes in Hounsfield units standing in "
+            "for NIH Pancreas-CT: fat, muscle, spine, aorta/IVC, liver, spleen, kidneys, stomach, bowel loops, "
+            "duodenum and splenic vein around one small, elongated, lobulated pancreas (label 1) of similar "
+            "density, CT noise, spacing 1 mm, not windowed. For demos and tests only.",
+            "labels": dict(PANCREAS_LABELS),
+            "modality": {"0": "CT"},
+            "dims": 3,
+            "preprocessing": "phantom-pancreas",
+        },
+    ),
+    "isles": Flavour(
+        make_subject=isles_subject,
+        default_counts=(8, 2, 2),
+        shape_lengths=(3,),
+        min_shape=(16, 16, 16),
+        metadata={
+            "name": "ISLES2022-phantom",
+            "description": "Synthetic DWI-like (b = 1000) head volumes standing in for ISLES 2022: brain with dark "
+            "CSF, faint scalp, several small scattered bright ischaemic lesions (label 1), an unlabelled "
+            "susceptibility artefact, bias field, Rician noise, variable anisotropic spacing. For demos and "
+            "tests only.",
+            "labels": dict(ISLES_LABELS),
+            "modality": {"0": "MRI"},
+            "dims": 3,
+            "preprocessing": "phantom-isles",
         },
     ),
 }
@@ -465,9 +945,11 @@ def make_phantom_dataset(
 ) -> Path:
     """Generate a phantom dataset folder (dataset.json + NIfTI files) and return its path.
 
-    Counts are subjects: ACDC patients (two frame volumes each) or LA cases; ``None`` takes the
-    flavour's default (acdc 8/2/2, la 8/0/2). ``num_unlabeled`` extra subjects are written as
-    image-only ``unlabeled`` items. Same arguments give byte-identical files.
+    Counts are subjects: ACDC patients (two frame volumes each) or 3D cases; ``None`` takes the
+    flavour's default (acdc, brats, isles 8/2/2; la, pancreas 8/0/2: no validation split, as in the
+    reference line). ``shape`` is the volume size (acdc: in-plane, optionally with the slice count);
+    3D flavours need at least 16 per side. ``num_unlabeled`` extra subjects are written as image-only
+    ``unlabeled`` items. Same arguments give byte-identical files.
     """
     params = phantom_parameters(flavour, num_train, num_val, num_test, num_unlabeled, seed, shape)
     spec = FLAVOURS[flavour]
@@ -556,7 +1038,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-test", type=int, default=None, help="test subjects (flavour default)")
     parser.add_argument("--num-unlabeled", type=int, default=0, help="extra image-only subjects")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--shape", type=int, nargs="+", default=None, help="acdc: X Y [Z]; la: X Y Z")
+    parser.add_argument(
+        "--shape",
+        type=int,
+        nargs="+",
+        default=None,
+        help="acdc: X Y [Z]; la, brats, pancreas, isles: X Y Z (each >= 16)",
+    )
     args = parser.parse_args(argv)
     try:
         out = make_phantom_dataset(

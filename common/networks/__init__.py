@@ -5,6 +5,10 @@ methods call ``forward_train(x)``, which method-specific variants override. The 
 rename official checkpoints to these modules' parameter names.
 """
 
+from .alhvr import ALHVRUNet2D, ALHVRVNet3D
+from .coranet import CoraOutput, MultiHeadSegNet, UNet2DTrunk, VNet3D
+from .dycon import DyConUNet3D, DyConVNet
+from .stlu import STLUNet
 from .unet2d import UNet2D, UNetDecoder2D, UNetEncoder2D, ssl4mis_unet_key_map
 from .vnet import VNet, VNetDecoder, VNetEncoder, ssl4mis_vnet_key_map
 
@@ -17,4 +21,13 @@ __all__ = [
     "VNetEncoder",
     "ssl4mis_unet_key_map",
     "ssl4mis_vnet_key_map",
+    "ALHVRUNet2D",
+    "ALHVRVNet3D",
+    "VNet3D",
+    "MultiHeadSegNet",
+    "UNet2DTrunk",
+    "CoraOutput",
+    "DyConUNet3D",
+    "DyConVNet",
+    "STLUNet",
 ]

@@ -1,0 +1,150 @@
+"""ALHVR (Lei et al., ICCV 2025): adaptive learning of high-value regions, official-code semantics (alhvr.md).
+
+Two networks A (``network``, the evaluated one: the project reports net A's best-validation checkpoint, §8.1 /
+§11 #17) and B (``network_2``) of the same class, trained jointly from independent initialisations. Each runs its
+encoder once and its decoder on clean and feature-perturbed maps (``forward_train``). Per iteration (§10):
+
+* supervised: ``CE + Dice_code`` on the labeled rows' clean logits of each net (§5);
+* unlabeled rows: adaptive threshold γ from the perturbed confidences of both nets and the region partition
+  Ω1 (no loss) / Ω2_a, Ω2_b (CG-CPCL, cross prototypes) / Ω3 (DTCT, dynamic-teacher MSE + masked entropies);
+* ``L = Σ_x L_sup,x + λ(t) (L_dtct,x + L_ce,x + L_cos,x)``, λ(t) = ``consistency_weight(t, 0.1, 200, 150)``.
+
+One backward pass; the engine's single SGD optimiser over both networks' parameters is equivalent to the official
+two optimisers with identical settings (SGD is per-parameter).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..losses.alhvr import alhvr_step_losses, alhvr_supervised_loss
+from .alhvr_inspect import alhvr_region_map
+from .base import Batch, SemiSupervisedMethod, as_label_map
+
+__all__ = ["ALHVR"]
+
+# entries of alhvr_step_losses that are logged, under the method's names
+_LOGGED = {
+    "sup_a": "loss_sup_a",
+    "sup_b": "loss_sup_b",
+    "dtct_a": "loss_dtct_a",
+    "dtct_b": "loss_dtct_b",
+    "dtct_mse_a": "loss_dtct_mse_a",
+    "dtct_mse_b": "loss_dtct_mse_b",
+    "cgcpcl_ce_a": "loss_cgcpcl_ce_a",
+    "cgcpcl_ce_b": "loss_cgcpcl_ce_b",
+    "cgcpcl_cos_a": "loss_cgcpcl_cos_a",
+    "cgcpcl_cos_b": "loss_cgcpcl_cos_b",
+    "gamma": "gamma",
+    "weight": "cons_weight",
+}
+_REGIONS = ("omega1", "omega2_a", "omega2_b", "omega3")
+
+
+class ALHVR(SemiSupervisedMethod):
+    """ALHVR on two networks with ``forward_train(x) -> (logits_clean, logits_pert, feat_clean, feat_pert)``.
+
+    Args:
+        network: net A, the evaluated/exported network (``@network``).
+        network_2: net B, same class, independent initialisation (``@network_2``).
+        num_classes: K, background included (4 ACDC, 2 BraTS).
+        beta: proportion of lowest confidences averaged into γ (0.8 ACDC, 0.7 BraTS; official ``proportion``).
+        temperature: DTCT sharpening temperature (0.1).
+        consistency: maximum unsupervised weight (0.1).
+        consistency_rampup: ramp length in "epochs" (200).
+        rampup_epoch_len: iterations per ramp "epoch" (150; λ uses ``t // 150``).
+        scaler: cosine-logit multiplier of CG-CPCL (1).
+        cross_sample_mask: True = the official CE-mask broadcast (§11 #5); False = per-pixel masked mean.
+        detach_teacher: stop the gradient through the DTCT teacher (official: False, §11 #8).
+        detach_prototypes: stop the gradient through the prototypes (official: False, §11 #8).
+        keep_regions: keep the last batch's region map (``uint8 [U, *S]``, codes of
+            :data:`~.alhvr_inspect.REGION_CODES`) in ``last_regions`` and γ in ``last_gamma`` for inspection.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        network_2: nn.Module,
+        num_classes: int,
+        beta: float = 0.8,
+        temperature: float = 0.1,
+        consistency: float = 0.1,
+        consistency_rampup: float = 200.0,
+        rampup_epoch_len: int = 150,
+        scaler: float = 1.0,
+        cross_sample_mask: bool = True,
+        detach_teacher: bool = False,
+        detach_prototypes: bool = False,
+        keep_regions: bool = False,
+    ) -> None:
+        if network is network_2:
+            raise ValueError("ALHVR needs two distinct networks (independent initialisations).")
+        super().__init__({"network": network, "network_2": network_2})
+        self.network = network
+        self.network_2 = network_2
+        self.num_classes = num_classes
+        self.beta = beta
+        self.temperature = temperature
+        self.consistency = consistency
+        self.consistency_rampup = consistency_rampup
+        self.rampup_epoch_len = rampup_epoch_len
+        self.scaler = scaler
+        self.cross_sample_mask = cross_sample_mask
+        self.detach_teacher = detach_teacher
+        self.detach_prototypes = detach_prototypes
+        self.keep_regions = keep_regions
+        self.last_regions: Tensor | None = None
+        self.last_gamma: float | None = None
+
+    def _supervised_only(self, labeled: Batch) -> dict[str, Tensor]:
+        """Empty unlabeled stream: each net's supervised loss on its clean logits (both decoder passes still run,
+        so BatchNorm sees what it sees in a normal step)."""
+        label = as_label_map(labeled["label"])
+        losses = {}
+        for name, net in (("a", self.network), ("b", self.network_2)):
+            logits_clean = net.forward_train(labeled["image"])[0]
+            losses[name] = alhvr_supervised_loss(logits_clean, label, self.num_classes)[2]
+        total = losses["a"] + losses["b"]
+        return {
+            "loss": total,
+            "loss_sup": total.detach(),
+            "loss_sup_a": losses["a"].detach(),
+            "loss_sup_b": losses["b"].detach(),
+        }
+
+    def compute_losses(self, labeled: Batch, unlabeled: Batch | None, iteration: int) -> dict[str, Tensor]:
+        if unlabeled is None:
+            return self._supervised_only(labeled)
+        n_labeled = labeled["image"].shape[0]
+        image = torch.cat([labeled["image"], unlabeled["image"]])
+        # net A first, then net B, as the official loop (the perturbation draws follow that order)
+        out_a = self.network.forward_train(image)
+        out_b = self.network_2.forward_train(image)
+        terms = alhvr_step_losses(
+            out_a,
+            out_b,
+            as_label_map(labeled["label"]),
+            n_labeled,
+            self.num_classes,
+            iteration,
+            self.beta,
+            self.temperature,
+            self.consistency,
+            self.consistency_rampup,
+            self.scaler,
+            rampup_epoch_len=self.rampup_epoch_len,
+            cross_sample_mask=self.cross_sample_mask,
+            detach_teacher=self.detach_teacher,
+            detach_prototypes=self.detach_prototypes,
+        )
+        if self.keep_regions:
+            self.last_regions = alhvr_region_map(*(terms[key] for key in _REGIONS))
+            self.last_gamma = float(terms["gamma"])
+
+        losses = {"loss": terms["loss"], "loss_sup": (terms["sup_a"] + terms["sup_b"]).detach()}
+        losses.update({new: terms[old].detach().float() for old, new in _LOGGED.items()})
+        num_pixels = terms["omega1"].numel()
+        for key in _REGIONS:  # fraction of the unlabeled pixels in each region
+            losses[f"frac_{key}"] = terms[key].sum().float().detach() / num_pixels
+        return losses
