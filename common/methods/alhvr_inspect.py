@@ -27,7 +27,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 from scipy import ndimage
@@ -35,6 +34,7 @@ from torch import Tensor, nn
 
 from ..inferers import sliding_window_predict
 from ..metrics.paper import alhvr_case_metrics, dice_coefficient, hd95_medpy
+from .inspect_maps import write_sample_maps
 
 __all__ = [
     "REGION_CODES",
@@ -74,17 +74,7 @@ def save_region_maps(
     array = np.asarray(regions.detach().cpu().numpy() if isinstance(regions, Tensor) else regions)
     if array.ndim not in (3, 4):
         raise ValueError(f"expected regions of shape (U, H, W) or (U, D, H, W), got {array.shape}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    affine = np.eye(4)
-    if spacing is not None:
-        affine[: array.ndim - 1, : array.ndim - 1] = np.diag([float(s) for s in spacing])
-    paths = []
-    for u, sample in enumerate(array):
-        path = out / f"{prefix}_iter{int(iteration):06d}_{u}.nii.gz"
-        nib.save(nib.Nifti1Image(sample.astype(np.uint8), affine), str(path))
-        paths.append(path)
-    return paths
+    return write_sample_maps(array, out_dir, prefix, iteration, spacing)
 
 
 def _clean_logits(net: nn.Module, x: Tensor) -> Tensor:

@@ -18,9 +18,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from torch import Tensor
+
+from .inspect_maps import write_sample_maps
 
 __all__ = ["save_uncertainty_masks"]
 
@@ -42,16 +43,4 @@ def save_uncertainty_masks(
         array = array[:, 0]
     if array.ndim not in (3, 4):
         raise ValueError(f"expected a mask of shape (N, H, W) or (N, X, Y, Z), got {array.shape}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    affine = np.eye(4)
-    if spacing is not None:
-        if len(spacing) != array.ndim - 1:
-            raise ValueError(f"spacing needs {array.ndim - 1} values, got {list(spacing)}")
-        affine[: array.ndim - 1, : array.ndim - 1] = np.diag([float(s) for s in spacing])
-    paths = []
-    for n, sample in enumerate(array):
-        path = out / f"{prefix}_iter{int(iteration):06d}_{n}.nii.gz"
-        nib.save(nib.Nifti1Image(sample.astype(np.uint8), affine), str(path))
-        paths.append(path)
-    return paths
+    return write_sample_maps(array, out_dir, prefix, iteration, spacing)
