@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -111,7 +112,15 @@ def test_network_def_identical_in_train_and_inference(trained):
     assert not any("_meta_" in json.dumps(v) for v in infer.values()), "inference.json must be self-contained"
 
 
-def test_inference_writes_predictions_with_input_geometry(trained):
+def test_inference_on_plain_nifti_folder_keeps_input_geometry(trained):
+    """New images arrive as a folder of NIfTI files without dataset.json: every bundle must segment them."""
+    dataset_dir = Path(trained["overrides"]["dataset_dir"])
+    tests = json.loads((dataset_dir / "dataset.json").read_text())["test"]
+    assert tests
+    plain = trained["out"] / "plain_images"
+    plain.mkdir()
+    for item in tests:
+        shutil.copy(dataset_dir / item["image"], plain / Path(item["image"]).name)
     out = trained["out"] / "predictions"
     workflow = make_workflow(
         trained["name"],
@@ -120,14 +129,11 @@ def test_inference_writes_predictions_with_input_geometry(trained):
         ckpt_path=str(trained["ckpt_dir"] / "model.pt"),
         output_dir=str(out),
         num_workers=0,
-        **tiny_overrides(trained),
+        **{**tiny_overrides(trained), "dataset_dir": str(plain)},
     )
     assert workflow.check_properties() == []
     workflow.run()
     workflow.finalize()
-    dataset_dir = Path(trained["overrides"]["dataset_dir"])
-    tests = json.loads((dataset_dir / "dataset.json").read_text())["test"]
-    assert tests
     for item in tests:
         source = nib.load(str(dataset_dir / item["image"]))
         stem = Path(item["image"]).name.replace(".nii.gz", "")

@@ -18,9 +18,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..losses.alhvr import alhvr_step_losses, alhvr_supervised_loss
+from ..losses.alhvr import (
+    alhvr_adaptive_threshold,
+    alhvr_confidence,
+    alhvr_region_masks,
+    alhvr_step_losses,
+    alhvr_supervised_loss,
+)
 from .alhvr_inspect import alhvr_region_map
 from .base import Batch, SemiSupervisedMethod, as_label_map
+from .inspect_maps import preserved_rng_states
 
 __all__ = ["ALHVR"]
 
@@ -112,6 +119,32 @@ class ALHVR(SemiSupervisedMethod):
             "loss_sup_a": losses["a"].detach(),
             "loss_sup_b": losses["b"].detach(),
         }
+
+    @torch.no_grad()
+    def inspection_maps(self, image: Tensor) -> dict[str, Tensor]:
+        """Region map (``"regions"``, ``uint8 [N, *S]``, codes of :data:`~.alhvr_inspect.REGION_CODES`) of ``image``
+        taken as an unlabeled batch: γ and the partition from both nets' perturbed confidences (alhvr.md §2.2-2.3).
+
+        For inspection, not training: both nets run in eval mode (running BatchNorm statistics, no dropout, no
+        statistics updated) and the random perturbation draws happen inside forked RNG states, so calling this
+        between iterations changes nothing in the run.
+        """
+        modes = [net.training for net in (self.network, self.network_2)]
+        self.network.eval()
+        self.network_2.eval()
+        try:
+            with preserved_rng_states():
+                conf = [alhvr_confidence(torch.softmax(net.forward_train(image)[1], dim=1))[0] for net in self.nets]
+        finally:
+            for net, mode in zip((self.network, self.network_2), modes, strict=True):
+                net.train(mode)
+        gamma = alhvr_adaptive_threshold(conf[0], conf[1], self.beta)
+        return {"regions": alhvr_region_map(*alhvr_region_masks(conf[0], conf[1], gamma))}
+
+    @property
+    def nets(self) -> tuple[nn.Module, nn.Module]:
+        """Net A then net B, the official order."""
+        return self.network, self.network_2
 
     def compute_losses(self, labeled: Batch, unlabeled: Batch | None, iteration: int) -> dict[str, Tensor]:
         if unlabeled is None:

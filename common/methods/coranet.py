@@ -232,6 +232,23 @@ class CoraNet(SemiSupervisedMethod):
             self.snapshot.train(was_training)
         return coranet_pseudo_labels(out, self.threshold)
 
+    @torch.no_grad()
+    def inspection_maps(self, image: Tensor) -> dict[str, Tensor]:
+        """The inconsistency mask (``"uncertain"``, 1 where the conservative and radical heads disagree) and the
+        pseudo-labels (``"pseudo_label"``) of ``image`` taken as an unlabeled batch (coranet.md §4), ``uint8``.
+
+        In self-training they come from the snapshot the method uses; before the stage switch, from the current
+        student in eval mode (what the first snapshot would give). No weights, statistics or RNG state change.
+        """
+        source = self.snapshot if self.snapshot_iteration >= self.pretrain_iterations else _unwrap(self.network)
+        was_training = source.training
+        source.eval()
+        try:
+            plab, certain = coranet_pseudo_labels(_heads(source, image), self.threshold)
+        finally:
+            source.train(was_training)
+        return {"uncertain": (~certain).to(torch.uint8), "pseudo_label": plab.to(torch.uint8)}
+
     def compute_losses(self, labeled: Batch, unlabeled: Batch | None, iteration: int) -> dict[str, Tensor]:
         out_l = _heads(self.network, labeled["image"])
         w_cons, w_rad = self.w_cons.to(out_l.main.device), self.w_rad.to(out_l.main.device)

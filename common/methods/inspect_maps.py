@@ -1,12 +1,15 @@
-"""Write per-sample integer maps (region maps, uncertainty masks) of one training batch as NIfTI for inspection."""
+"""Inspection support: per-sample integer maps (region maps, uncertainty masks) as NIfTI, RNG-neutral passes."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 
 
 def write_sample_maps(
@@ -27,3 +30,19 @@ def write_sample_maps(
         nib.save(nib.Nifti1Image(sample.astype(np.uint8), affine), str(path))
         paths.append(path)
     return paths
+
+
+@contextmanager
+def preserved_rng_states() -> Iterator[None]:
+    """Restore Python's, NumPy's and torch's global generators on exit (CPU; CUDA devices too when present).
+
+    An inspection pass that draws random perturbations inside this block leaves the training run's random
+    stream exactly as it was, so saving maps never changes the trained weights.
+    """
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
