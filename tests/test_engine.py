@@ -1,5 +1,3 @@
-import logging
-
 import pytest
 import torch
 from torch import nn
@@ -66,12 +64,16 @@ def test_engine_runs_iterations_hooks_and_streams():
     assert method.weight.item() == pytest.approx(2.0, abs=0.2)  # it learned w * 1 = 2
 
 
-def test_engine_empty_unlabeled_warns_and_trains_supervised(caplog):
-    method = CountingMethod()
-    with caplog.at_level(logging.WARNING):
-        trainer = make_trainer(method, DataLoader([], batch_size=2), max_iterations=2)
-    assert "unlabeled stream is empty" in caplog.text
+def test_engine_refuses_empty_unlabeled_stream_for_a_semi_supervised_method():
+    with pytest.raises(ValueError, match="unlabeled stream is empty but CountingMethod learns from unlabeled"):
+        make_trainer(CountingMethod(), DataLoader([], batch_size=2), max_iterations=2)
+
+
+def test_engine_empty_unlabeled_trains_a_supervised_method():
+    method = CountingMethod(requires_unlabeled=False)
+    trainer = make_trainer(method, DataLoader([], batch_size=2), max_iterations=2)
     trainer.run()
+    assert trainer.state.iteration == 2
     assert all(c[2] is None for c in method.calls)
 
 

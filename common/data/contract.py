@@ -128,7 +128,7 @@ def split_labeled(
 
 
 def semi_supervised_datalists(
-    dataset_dir: str | Path, num_labeled: int | None, use_extra_unlabeled: bool = True
+    dataset_dir: str | Path, num_labeled: int | None, use_extra_unlabeled: bool = True, require_unlabeled: bool = False
 ) -> dict[str, list[dict[str, Any]]]:
     """Lists ``labeled``, ``unlabeled``, ``validation`` and ``test`` of a dataset folder with absolute paths.
 
@@ -136,6 +136,7 @@ def semi_supervised_datalists(
         dataset_dir: folder holding ``dataset.json``.
         num_labeled: labeled patients/cases taken from the head of ``training`` (the papers' "first N").
         use_extra_unlabeled: append the images of the optional ``unlabeled`` section to the unlabeled stream.
+        require_unlabeled: refuse a split that leaves the unlabeled stream empty (semi-supervised bundles).
     """
     meta = load_dataset_json(dataset_dir)
     training = resolve_items(dataset_dir, meta["training"], "training", require_label=True)
@@ -143,6 +144,11 @@ def semi_supervised_datalists(
     if use_extra_unlabeled:
         extra = resolve_items(dataset_dir, meta.get("unlabeled", []), "unlabeled", require_label=False)
         unlabeled += [{k: v for k, v in item.items() if k != "label"} for item in extra]
+    if require_unlabeled and not unlabeled:
+        raise DatasetError(
+            f"{Path(dataset_dir) / 'dataset.json'}: num_labeled={num_labeled} leaves no unlabeled images for a "
+            "semi-supervised method; lower num_labeled, add an 'unlabeled' section, or train the supervised bundle."
+        )
     return {
         "labeled": labeled,
         "unlabeled": unlabeled,

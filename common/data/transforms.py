@@ -13,6 +13,8 @@ from .contract import DatasetError
 
 __all__ = ["CheckDatad"]
 
+AFFINE_TOLERANCE = 1e-3  # mm; header round-off between an image and its label is not a mismatch
+
 
 def _source(data: Mapping, key: Hashable) -> str:
     meta = getattr(data.get(key), "meta", None) or data.get(f"{key}_meta_dict", {})
@@ -20,8 +22,9 @@ def _source(data: Mapping, key: Hashable) -> str:
 
 
 class CheckDatad(MapTransform):
-    """Refuse a loaded case that would train on garbage: non-finite intensities, a label whose spatial shape
-    differs from the image's, or label values that are not integers in ``0..num_classes-1``.
+    """Refuse a loaded case that would train on garbage: non-finite intensities, an image with the wrong number
+    of channels, a label whose spatial shape or affine differs from the image's, or label values that are not
+    integers in ``0..num_classes-1``.
 
     Place it right after ``LoadImaged``/``EnsureChannelFirstd``; inside a ``CacheDataset`` every case is then
     checked while the cache fills, before the first iteration. Errors name the file.
@@ -31,12 +34,14 @@ class CheckDatad(MapTransform):
         self,
         keys: KeysCollection = ("image", "label"),
         num_classes: int = 2,
+        channels: int | None = None,
         image_key: str = "image",
         label_key: str = "label",
         allow_missing_keys: bool = True,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.num_classes = num_classes
+        self.channels = channels
         self.image_key = image_key
         self.label_key = label_key
 
@@ -46,6 +51,11 @@ class CheckDatad(MapTransform):
             image = torch.as_tensor(d[self.image_key])
             if not bool(torch.isfinite(image).all()):
                 raise DatasetError(f"{_source(d, self.image_key)}: image contains NaN or infinite intensities.")
+            if self.channels is not None and image.shape[0] != self.channels:
+                raise DatasetError(
+                    f"{_source(d, self.image_key)}: image has {image.shape[0]} channel(s), the network takes "
+                    f"{self.channels} (channel-first shape {tuple(image.shape)})."
+                )
         if self.label_key in d:
             self._check_label(d)
         return d
@@ -60,6 +70,7 @@ class CheckDatad(MapTransform):
                     f"{source}: label shape {tuple(label.shape[1:])} differs from the image shape {image_shape} "
                     f"of {_source(d, self.image_key)}."
                 )
+            self._check_affine(d, source)
         values = np.unique(label.detach().cpu().numpy())
         bad = [
             int(v) if float(v).is_integer() else v
@@ -70,4 +81,17 @@ class CheckDatad(MapTransform):
             raise DatasetError(
                 f"{source}: label values {bad[:10]} are outside the classes 0..{self.num_classes - 1} "
                 f"(num_classes={self.num_classes})."
+            )
+
+    def _check_affine(self, d: dict, source: str) -> None:
+        image_affine = getattr(d[self.image_key], "affine", None)
+        label_affine = getattr(d[self.label_key], "affine", None)
+        if image_affine is None or label_affine is None:
+            return
+        if not torch.allclose(
+            torch.as_tensor(image_affine).double(), torch.as_tensor(label_affine).double(), atol=AFFINE_TOLERANCE
+        ):
+            raise DatasetError(
+                f"{source}: label affine differs from the affine of {_source(d, self.image_key)} "
+                "(image and label must share one voxel grid)."
             )

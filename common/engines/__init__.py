@@ -1,7 +1,17 @@
 """Training engine and its handlers."""
 
 from .evaluation import SegmentationReport
-from .handlers import ProgressBar, TrainingStateSaver
+from .handlers import AtomicCheckpointSaver, ProgressBar, TrainingStateLoader, TrainingStateSaver
+from .resume import latest_checkpoint, resume_checkpoint
 from .trainer import SemiSupervisedTrainer
 
-__all__ = ["SemiSupervisedTrainer", "ProgressBar", "TrainingStateSaver", "SegmentationReport"]
+__all__ = [
+    "SemiSupervisedTrainer",
+    "ProgressBar",
+    "AtomicCheckpointSaver",
+    "TrainingStateSaver",
+    "TrainingStateLoader",
+    "SegmentationReport",
+    "latest_checkpoint",
+    "resume_checkpoint",
+]

@@ -15,12 +15,15 @@ from torch.optim.optimizer import Optimizer
 from torch.utils.data import DataLoader
 
 from ..methods.base import HOOK_ITERATION_STARTED, HOOK_OPTIMIZER_STEPPED, SemiSupervisedMethod
+from .resume import derived_seed, reseed_global_generators, seed_loader
 
 __all__ = ["SemiSupervisedTrainer"]
 
 logger = logging.getLogger(__name__)
 
 _HOOK_EVENTS = {HOOK_ITERATION_STARTED: Events.ITERATION_STARTED, HOOK_OPTIMIZER_STEPPED: Events.ITERATION_COMPLETED}
+# ``stream`` values of ``derived_seed``: one seed per consumer of randomness at an epoch start
+_GLOBAL_STREAM, _LABELED_STREAM, _UNLABELED_STREAM = 0, 1, 2
 
 
 def _dataset_size(loader: Iterable | None) -> int | None:
@@ -40,6 +43,18 @@ class SemiSupervisedTrainer(Trainer):
     handlers (e.g. the EMA teacher update after each optimiser step). ``engine.state.output`` holds the
     detached losses, so MONAI's ``StatsHandler``/``TensorBoardStatsHandler`` log every component.
 
+    **Exact resume** (``seed`` given, as bundles do): every epoch starts from a state that is a function of
+    ``(seed, iteration)`` and of what the training-state checkpoint holds. At each epoch start the torch, NumPy
+    and Python global generators and the random transforms of both datasets (MONAI ``set_random_state``) are
+    reseeded from ``(seed, iteration)``, and both streams restart with fresh iterators (so fresh shuffles drawn
+    from the reseeded generator). Without the restart the stream positions would depend on the run's history:
+    ignite keeps the labeled iterator across epochs when ``epoch_length`` is set, the unlabeled iterator lives
+    in this object, and neither can be checkpointed. Checkpoints are written at epoch ends
+    (``TrainingStateSaver``), so a run killed at any moment and resumed from its latest checkpoint draws the same
+    batches, augmentations and noise as an uninterrupted run with the same seed. The cost: each epoch cuts the
+    current pass over a stream short (every sample stays equally likely across epochs). Exact with
+    ``num_workers=0``; persistent workers keep their own transform states across epochs.
+
     Args:
         device: device of the networks.
         max_epochs: engine epochs; an epoch is ``epoch_length`` iterations (the papers count iterations, so
@@ -47,8 +62,11 @@ class SemiSupervisedTrainer(Trainer):
         train_data_loader: labeled stream; restarted when exhausted (ignite semantics with ``epoch_length``).
         method: the method object.
         optimizer: optimiser over all trainable parameters of the method.
-        unlabeled_data_loader: unlabeled stream, cycled endlessly; ``None`` or empty -> labeled only.
+        unlabeled_data_loader: unlabeled stream, cycled endlessly; ``None`` -> labeled only. An empty one is
+            refused unless the method has no unsupervised term (``requires_unlabeled=False``).
         max_iterations: stop after this many iterations even inside an epoch (``None``: run all epochs).
+        seed: when given, reseed and restart both streams at every epoch start from ``(seed, iteration)``
+            (exact resume, above); ``None`` keeps the streams running across epochs.
         clip_grad_norm: clip the global gradient norm to this value when given.
         amp: mixed precision; only takes effect on CUDA devices.
         image_key, label_key: keys of the batch dictionaries.
@@ -66,6 +84,7 @@ class SemiSupervisedTrainer(Trainer):
         unlabeled_data_loader: Iterable | DataLoader | None = None,
         epoch_length: int | None = None,
         max_iterations: int | None = None,
+        seed: int | None = None,
         clip_grad_norm: float | None = None,
         amp: bool = False,
         non_blocking: bool = False,
@@ -103,7 +122,10 @@ class SemiSupervisedTrainer(Trainer):
         self.max_iterations = max_iterations
         self.unlabeled_data_loader = self._usable_unlabeled_loader(unlabeled_data_loader)
         self._unlabeled_iter: Iterator | None = None
+        self.seed = seed
 
+        if seed is not None:
+            self.add_event_handler(Events.EPOCH_STARTED, self._restart_streams)
         for name, hook in method.hooks().items():
             if name not in _HOOK_EVENTS:
                 raise ValueError(f"Unknown method hook {name!r}; known: {sorted(_HOOK_EVENTS)}.")
@@ -118,12 +140,27 @@ class SemiSupervisedTrainer(Trainer):
             return None
         if _dataset_size(loader) == 0:
             if self.method.requires_unlabeled:
-                logger.warning(
-                    "The unlabeled stream is empty: %s trains its supervised part only.",
-                    type(self.method).__name__,
+                raise ValueError(
+                    f"The unlabeled stream is empty but {type(self.method).__name__} learns from unlabeled images: "
+                    "lower num_labeled below the training list, add an 'unlabeled' section to dataset.json, or "
+                    "train the supervised bundle."
                 )
             return None
         return loader
+
+    def _restart_streams(self, engine: Engine) -> None:
+        """Reseed every generator from ``(seed, iteration)`` and start both streams afresh (see class docs)."""
+        iteration = engine.state.iteration
+        reseed_global_generators(derived_seed(self.seed, iteration, _GLOBAL_STREAM))
+        labeled = engine.state.dataloader
+        seed_loader(labeled, derived_seed(self.seed, iteration, _LABELED_STREAM))
+        if self.unlabeled_data_loader is not None:
+            seed_loader(self.unlabeled_data_loader, derived_seed(self.seed, iteration, _UNLABELED_STREAM))
+            sampler = getattr(self.unlabeled_data_loader, "sampler", None)
+            if hasattr(sampler, "set_epoch"):  # DistributedSampler: a new shard permutation per epoch
+                sampler.set_epoch(engine.state.epoch - 1)
+        engine.set_data(labeled)  # a fresh labeled iterator; ignite then starts counting the epoch at 0
+        self._unlabeled_iter = None if self.unlabeled_data_loader is None else iter(self.unlabeled_data_loader)
 
     @staticmethod
     def _stop_at_max_iterations(engine: Engine) -> None:

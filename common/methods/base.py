@@ -27,7 +27,7 @@ class SemiSupervisedMethod:
         modules: every network the method runs, by name (``{"network": student, "teacher": teacher}``);
             ``train()`` puts all of them in train mode, which is what the reference loops do (teachers included).
         requires_unlabeled: whether the method has an unsupervised term. When it does and the unlabeled stream
-            is empty, the engine logs a warning and the method trains its supervised part only.
+            is empty, the engine refuses to train (a semi-supervised bundle must not silently run supervised).
     """
 
     requires_unlabeled: bool = True
