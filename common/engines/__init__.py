@@ -1,5 +1,6 @@
 """Training engine and its handlers."""
 
+from .distributed import DistributedNetwork
 from .evaluation import SegmentationReport
 from .handlers import AtomicCheckpointSaver, ProgressBar, TrainingStateLoader, TrainingStateSaver
 from .resume import latest_checkpoint, resume_checkpoint
@@ -12,6 +13,7 @@ __all__ = [
     "TrainingStateSaver",
     "TrainingStateLoader",
     "SegmentationReport",
+    "DistributedNetwork",
     "latest_checkpoint",
     "resume_checkpoint",
 ]

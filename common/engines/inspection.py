@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
+import ignite.distributed as idist
 import nibabel as nib
 import numpy as np
 import torch
@@ -24,7 +25,9 @@ class InspectionSaver:
     The batch is the first one of ``data_loader`` (e.g. a few held-out cases through the unlabeled training
     preprocessing), drawn once, so maps of different iterations show the same images. Files in ``output_dir``:
     ``image_<n>.nii.gz`` (first channel, float32) once, then ``<map>_iter<iteration>_<n>.nii.gz`` (uint8) per map.
-    The method decides what its maps are and guarantees that computing them leaves training unchanged.
+    The method decides what its maps are and guarantees that computing them leaves training unchanged. Under
+    DDP every rank computes the maps (they run the wrapped networks, whose forward synchronises the ranks) and
+    rank 0 alone writes them.
 
     Args:
         data_loader: source of the inspection batch (only ``image_key`` is used).
@@ -72,6 +75,8 @@ class InspectionSaver:
         return self._images
 
     def _write_images(self, images: torch.Tensor) -> None:
+        if idist.get_rank() != 0:
+            return
         self.output_dir.mkdir(parents=True, exist_ok=True)
         for n, image in enumerate(images[:, 0].float().numpy()):
             nib.save(nib.Nifti1Image(image.astype(np.float32), np.eye(4)), str(self.output_dir / f"image_{n}.nii.gz"))
@@ -79,6 +84,8 @@ class InspectionSaver:
     def __call__(self, engine: Engine) -> None:
         images = self._fixed_images().to(engine.state.device)
         maps = engine.method.inspection_maps(images)
+        if idist.get_rank() != 0:
+            return
         for name, value in maps.items():
             write_sample_maps(value.cpu().numpy(), self.output_dir, name, engine.state.iteration)
         logger.info("inspection maps %s of iteration %d -> %s", sorted(maps), engine.state.iteration, self.output_dir)

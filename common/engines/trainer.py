@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from monai.engines import Trainer
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 _HOOK_EVENTS = {HOOK_ITERATION_STARTED: Events.ITERATION_STARTED, HOOK_OPTIMIZER_STEPPED: Events.ITERATION_COMPLETED}
 # ``stream`` values of ``derived_seed``: one seed per consumer of randomness at an epoch start
 _GLOBAL_STREAM, _LABELED_STREAM, _UNLABELED_STREAM = 0, 1, 2
+_STREAMS_PER_RANK = 3
 
 
 def _dataset_size(loader: Iterable | None) -> int | None:
@@ -151,14 +153,16 @@ class SemiSupervisedTrainer(Trainer):
     def _restart_streams(self, engine: Engine) -> None:
         """Reseed every generator from ``(seed, iteration)`` and start both streams afresh (see class docs)."""
         iteration = engine.state.iteration
-        reseed_global_generators(derived_seed(self.seed, iteration, _GLOBAL_STREAM))
+        # each distributed rank draws its own augmentations and noise (rank 0 as a single-process run)
+        offset = _STREAMS_PER_RANK * idist.get_rank()
+        reseed_global_generators(derived_seed(self.seed, iteration, _GLOBAL_STREAM + offset))
         labeled = engine.state.dataloader
-        seed_loader(labeled, derived_seed(self.seed, iteration, _LABELED_STREAM))
+        seed_loader(labeled, derived_seed(self.seed, iteration, _LABELED_STREAM + offset))
         if self.unlabeled_data_loader is not None:
-            seed_loader(self.unlabeled_data_loader, derived_seed(self.seed, iteration, _UNLABELED_STREAM))
+            seed_loader(self.unlabeled_data_loader, derived_seed(self.seed, iteration, _UNLABELED_STREAM + offset))
             sampler = getattr(self.unlabeled_data_loader, "sampler", None)
-            if hasattr(sampler, "set_epoch"):  # DistributedSampler: a new shard permutation per epoch
-                sampler.set_epoch(engine.state.epoch - 1)
+            if hasattr(sampler, "set_epoch"):  # DistributedSampler: a new shard permutation per epoch (as MONAI's
+                sampler.set_epoch(engine.state.epoch)  # Workflow does for the labeled one)
         engine.set_data(labeled)  # a fresh labeled iterator; ignite then starts counting the epoch at 0
         self._unlabeled_iter = None if self.unlabeled_data_loader is None else iter(self.unlabeled_data_loader)
 

@@ -1,0 +1,130 @@
+"""Multi-process training: ``torchrun`` with each bundle's ``multi_gpu_train.json`` on CPU (gloo)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from common.engines import DistributedNetwork
+from tests.bundle_utils import BUNDLES, TINY, bundle_dir
+from tests.conftest import REPO_ROOT
+
+LOGGING_HANDLERS = {"StatsHandler", "TensorBoardStatsHandler", "common.engines.ProgressBar"}
+
+
+class TwoOutputs(nn.Module):
+    """``forward`` gives logits; ``forward_train`` gives (logits, features) and calls ``forward`` itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+    def forward_train(self, x):
+        return self.forward(x), x.mean()
+
+
+@pytest.fixture
+def process_group(tmp_path):
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def test_distributed_network_routes_forward_train_through_ddp(process_group):
+    module = TwoOutputs()
+    network = DistributedNetwork(module)
+    x = torch.randn(2, 1, 8, 8)
+    logits, features = network.forward_train(x)
+    assert torch.equal(logits, module(x)) and torch.equal(features, x.mean())
+    assert "forward" not in module.__dict__, "the class's forward must be restored after the call"
+    logits.sum().backward()
+    assert module.conv.weight.grad is not None
+    assert torch.equal(network(x), module(x))  # plain forward unchanged
+
+
+def _command_line_overrides(flavour: str) -> list[str]:
+    args = []
+    for key, value in {**TINY[flavour], "max_iterations": 4, "val_interval": 2}.items():
+        args += [f"--{key}", json.dumps(value)]
+    return args
+
+
+def _rank_weights_overlay(path, networks: list[str]) -> str:
+    """A test overlay whose ``finalize`` saves each rank's networks before the process group ends."""
+    state = "{" + ", ".join(f"'{n}': getattr(@{n}, 'module', @{n}).state_dict()" for n in networks) + "}"
+    target = f"'{path.parent}/rank' + str(torch.distributed.get_rank()) + '.pt'"
+    overlay = {
+        "finalize": [
+            f"$torch.save({state}, {target})",
+            "$torch.distributed.is_initialized() and torch.distributed.destroy_process_group()",
+        ]
+    }
+    path.write_text(json.dumps(overlay))
+    return str(path)
+
+
+@pytest.mark.parametrize("name, networks", [("cps_acdc", ["network", "network_2"]), ("mean_teacher_la", ["network"])])
+def test_two_process_training_keeps_ranks_identical(name, networks, phantom_datasets, tmp_path):
+    """2 gloo processes: both ranks end with the same weights (teacher EMA too) and only one checkpoint set."""
+    flavour = BUNDLES[name]
+    if name.startswith("mean_teacher"):
+        networks = [*networks, "teacher"]
+    configs = [str(bundle_dir(name) / "configs" / f"{c}.json") for c in ("train", "demo", "multi_gpu_train")]
+    (tmp_path / "ranks").mkdir()
+    configs.append(_rank_weights_overlay(tmp_path / "ranks" / "overlay.json", networks))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
+    command += ["-m", "monai.bundle", "run", "--config_file", str(configs)]
+    command += ["--dataset_dir", str(phantom_datasets[flavour]), "--ckpt_dir", str(tmp_path / "models")]
+    command += ["--output_dir", str(tmp_path / "eval"), *_command_line_overrides(flavour)]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    weights = [torch.load(tmp_path / "ranks" / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for network in networks:
+        params = dict(weights[0][network])
+        for key, value in weights[1][network].items():
+            if "running_" in key or "num_batches" in key:
+                continue  # BatchNorm statistics: DDP broadcasts rank 0's before each forward; rank 0 saves
+            torch.testing.assert_close(value, params[key], rtol=0, atol=0, msg=f"{network}.{key} differs")
+    saved = sorted(p.name for p in (tmp_path / "models").iterdir())
+    assert saved == ["latest_checkpoint_epoch=2.pt", "model.pt"], saved
+    model = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    assert set(model) == set(weights[0]["network"]), "model.pt must hold the unwrapped network"
+    events = list((tmp_path / "eval" / "tensorboard").glob("events.out.tfevents.*"))
+    writers = {path.name.split(".")[-2] for path in events}  # events.out.tfevents.<time>.<host>.<pid>.<n>
+    assert events and len(writers) == 1, f"only rank 0 logs: {events}"
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLES))
+def test_every_bundle_has_a_complete_multi_gpu_overlay(name):
+    """Every network the optimiser trains is DDP-wrapped, both streams are sharded, rank 0 alone logs/saves."""
+    configs = bundle_dir(name) / "configs"
+    train = json.loads((configs / "train.json").read_text())
+    overlay = json.loads((configs / "multi_gpu_train.json").read_text())
+    trained = [n for n in ("network", "network_2") if f"@{n}." in str(train["optimizer"]["params"])]
+    assert trained
+    for network in trained:
+        assert overlay[network]["_target_"] == "common.engines.DistributedNetwork"
+        assert overlay[network]["module"] == f"$@{network}_def.to(@device)"
+    for loader in ("dataloader", "unlabeled_dataloader"):
+        if loader in train["train"]:
+            sampler = overlay[f"train#{loader}#sampler"].lstrip("@")
+            assert overlay[sampler]["_target_"] == "DistributedSampler"
+            assert overlay[f"train#{loader}#shuffle"] is False
+    for section in ("train", "validate"):
+        for index, handler in enumerate(train[section]["handlers"]):
+            disabled = overlay.get(f"{section}#handlers#{index}#_disabled_", "")
+            logs = handler["_target_"] in LOGGING_HANDLERS
+            assert disabled.startswith("$torch.distributed.get_rank() > 0") == logs, (section, index, handler)
+            if logs and "_disabled_" in handler:  # the single-process condition still holds
+                assert disabled.endswith(f"({handler['_disabled_'][1:]})")
+    assert overlay["validate#evaluator#network"] == "$@network.module"
