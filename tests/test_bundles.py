@@ -155,6 +155,7 @@ def test_evaluate_writes_both_metric_families(trained):
         **tiny_overrides(trained),
         num_labeled=trained["overrides"]["num_labeled"],
     )
+    assert workflow.check_properties() == []  # the overlay keeps every train property resolvable
     workflow.run()
     workflow.finalize()
     with open(out / "metrics.csv") as f:

@@ -122,6 +122,9 @@ def test_every_bundle_has_a_complete_multi_gpu_overlay(name):
             assert overlay[f"train#{loader}#shuffle"] is False
     for section in ("train", "validate"):
         for index, handler in enumerate(train[section]["handlers"]):
+            if isinstance(handler, str):  # a reference (the best-model saver): runs on every rank
+                assert f"{section}#handlers#{index}#_disabled_" not in overlay
+                continue
             disabled = overlay.get(f"{section}#handlers#{index}#_disabled_", "")
             logs = handler["_target_"] in LOGGING_HANDLERS
             assert disabled.startswith("$torch.distributed.get_rank() > 0") == logs, (section, index, handler)
