@@ -60,8 +60,14 @@ def ema_update_(teacher: nn.Module, student: nn.Module, decay: float) -> None:
     Buffers (BatchNorm running statistics) are deliberately not averaged: the reference teachers keep their
     own statistics from their own forward passes in train mode.
     """
-    for t_param, s_param in zip(teacher.parameters(), student.parameters(), strict=True):
-        t_param.mul_(decay).add_(s_param.detach(), alpha=1.0 - decay)
+    t_params = list(teacher.parameters())
+    s_params = [p.detach() for p in student.parameters()]
+    if len(t_params) != len(s_params):
+        raise ValueError(f"teacher has {len(t_params)} parameter tensors, student {len(s_params)}")
+    # the same two element-wise operations as ``t.mul_(decay).add_(s, alpha=1 - decay)`` per tensor (identical
+    # results), issued as one multi-tensor call each instead of two Python-level calls per parameter
+    torch._foreach_mul_(t_params, decay)
+    torch._foreach_add_(t_params, s_params, alpha=1.0 - decay)
 
 
 class PolyDecay:

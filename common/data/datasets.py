@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from monai.data import CacheDataset
+from monai.data.meta_obj import get_track_meta, set_track_meta
 from torch.utils.data import Dataset
 
 __all__ = ["VolumeSliceDataset"]
@@ -28,6 +30,10 @@ class VolumeSliceDataset(Dataset):
         slice_axis: spatial axis to slice along (-1: the last, z).
         keys: keys of the volume dictionary that are sliced; other entries are dropped from samples.
         cache_rate, num_workers: passed to ``monai.data.CacheDataset``.
+        track_meta: MONAI metadata tracking while ``slice_transform`` runs. Samples are plain tensors cut from the
+            cached volume (no affine, no history), so tracking would only wrap every intermediate in a
+            ``MetaTensor`` and record each transform for an inversion nothing performs; off by default (the
+            values are the same either way, about a third of the per-slice time is saved).
     """
 
     def __init__(
@@ -40,12 +46,14 @@ class VolumeSliceDataset(Dataset):
         cache_rate: float = 1.0,
         num_workers: int | None = 0,
         progress: bool = False,
+        track_meta: bool = False,
     ) -> None:
         self.data = list(data)
         self.transform = transform
         self.slice_transform = slice_transform
         self.slice_axis = slice_axis
         self.keys = tuple(keys)
+        self.track_meta = bool(track_meta)
         # copy_cache=False: samples are slices cut (and cloned) from the cached volume, which stays untouched
         self.volumes = CacheDataset(
             self.data, transform, cache_rate=cache_rate, num_workers=num_workers, copy_cache=False, progress=progress
@@ -67,4 +75,18 @@ class VolumeSliceDataset(Dataset):
                 value = volume[key]
                 value = value.as_tensor() if hasattr(value, "as_tensor") else torch.as_tensor(value)
                 sample[key] = value.select(self.slice_axis, z).clone()
-        return self.slice_transform(sample) if self.slice_transform is not None else sample
+        if self.slice_transform is None:
+            return sample
+        with _meta_tracking(self.track_meta):
+            return self.slice_transform(sample)
+
+
+@contextlib.contextmanager
+def _meta_tracking(enabled: bool) -> Iterator[None]:
+    """MONAI's global ``track_meta`` switch set to ``enabled`` inside the block and restored after it."""
+    previous = get_track_meta()
+    set_track_meta(enabled)
+    try:
+        yield
+    finally:
+        set_track_meta(previous)

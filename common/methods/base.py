@@ -36,8 +36,15 @@ class SemiSupervisedMethod:
         self.modules = dict(modules)
 
     def train(self) -> None:
+        """Put every module (and all of its submodules) in train mode.
+
+        The engine calls this every iteration, so a module whose submodules are all in train mode already (the
+        usual case: only validation and inspection switch modes, and they restore them) is left alone; walking
+        the tree to check is several times cheaper than ``nn.Module.train``'s re-setting of every submodule.
+        """
         for module in self.modules.values():
-            module.train()
+            if not all(m.training for m in module.modules()):
+                module.train()
 
     def compute_losses(self, labeled: Batch, unlabeled: Batch | None, iteration: int) -> dict[str, Tensor]:
         """Return the named losses of one iteration; the total is under ``"loss"``.

@@ -249,9 +249,15 @@ class CoraNet(SemiSupervisedMethod):
             source.train(was_training)
         return {"uncertain": (~certain).to(torch.uint8), "pseudo_label": plab.to(torch.uint8)}
 
+    def _cost_weights(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """``(w_cons, w_rad)`` on ``device``, moved there once rather than copied every iteration."""
+        if self.w_cons.device != device:
+            self.w_cons, self.w_rad = self.w_cons.to(device), self.w_rad.to(device)
+        return self.w_cons, self.w_rad
+
     def compute_losses(self, labeled: Batch, unlabeled: Batch | None, iteration: int) -> dict[str, Tensor]:
         out_l = _heads(self.network, labeled["image"])
-        w_cons, w_rad = self.w_cons.to(out_l.main.device), self.w_rad.to(out_l.main.device)
+        w_cons, w_rad = self._cost_weights(out_l.main.device)
         sup = coranet_supervised_loss(out_l, as_label_map(labeled["label"]), w_cons, w_rad)
         losses = {f"sup_{key}": value.detach() for key, value in sup.items() if key != "total"}
         losses["loss_sup"] = sup["total"].detach()
