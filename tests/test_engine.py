@@ -96,3 +96,22 @@ def test_engine_refuses_non_finite_loss():
         method.weight.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="iteration 1"):
         trainer.run()
+
+
+def test_engine_distributed_unlabeled_sampler_draws_a_new_permutation_on_every_pass():
+    # a DistributedSampler's permutation depends only on (seed, epoch): each pass through the shard within an engine
+    # epoch must advance it, else the unlabeled stream repeats the same order until the next epoch
+    dataset = [{"image": torch.full((1, 2), float(i))} for i in range(6)]
+    sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=0)
+    seen = []
+
+    class Recording(CountingMethod):
+        def compute_losses(self, labeled, unlabeled, iteration):
+            seen.append(int(unlabeled["image"][0, 0, 0]))
+            return super().compute_losses(labeled, unlabeled, iteration)
+
+    trainer = make_trainer(Recording(), DataLoader(dataset, batch_size=1, sampler=sampler), 18, epoch_length=18)
+    trainer.run()
+    passes = [seen[i : i + 6] for i in range(0, 18, 6)]
+    assert all(sorted(p) == list(range(6)) for p in passes)  # every pass covers the shard once
+    assert len({tuple(p) for p in passes}) == 3  # and in a new order each time

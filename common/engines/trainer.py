@@ -26,6 +26,8 @@ _HOOK_EVENTS = {HOOK_ITERATION_STARTED: Events.ITERATION_STARTED, HOOK_OPTIMIZER
 # ``stream`` values of ``derived_seed``: one seed per consumer of randomness at an epoch start
 _GLOBAL_STREAM, _LABELED_STREAM, _UNLABELED_STREAM = 0, 1, 2
 _STREAMS_PER_RANK = 3
+# a distributed unlabeled sampler's "epoch" (its permutation seed) is engine epoch * this + passes within the epoch
+_SAMPLER_PASSES_PER_EPOCH = 100_000
 
 
 def _dataset_size(loader: Iterable | None) -> int | None:
@@ -162,7 +164,7 @@ class SemiSupervisedTrainer(Trainer):
             seed_loader(self.unlabeled_data_loader, derived_seed(self.seed, iteration, _UNLABELED_STREAM + offset))
             sampler = getattr(self.unlabeled_data_loader, "sampler", None)
             if hasattr(sampler, "set_epoch"):  # DistributedSampler: a new shard permutation per epoch (as MONAI's
-                sampler.set_epoch(engine.state.epoch)  # Workflow does for the labeled one)
+                sampler.set_epoch(engine.state.epoch * _SAMPLER_PASSES_PER_EPOCH)  # Workflow does for the labeled one)
         engine.set_data(labeled)  # a fresh labeled iterator; ignite then starts counting the epoch at 0
         self._unlabeled_iter = None if self.unlabeled_data_loader is None else iter(self.unlabeled_data_loader)
 
@@ -184,6 +186,9 @@ class SemiSupervisedTrainer(Trainer):
         try:
             return next(self._unlabeled_iter)
         except StopIteration:  # an endless stream of fresh permutations, as the reference's unlabeled sampler
+            sampler = getattr(self.unlabeled_data_loader, "sampler", None)
+            if hasattr(sampler, "set_epoch"):  # a DistributedSampler would repeat its permutation otherwise
+                sampler.set_epoch(getattr(sampler, "epoch", 0) + 1)
             self._unlabeled_iter = iter(self.unlabeled_data_loader)
             return next(self._unlabeled_iter)
 

@@ -102,7 +102,7 @@ class CPS(SemiSupervisedMethod):
             "loss_sup_1": loss_sup_1.detach(),
             "loss_sup_2": loss_sup_2.detach(),
         }
-        if unlabeled is None:  # empty unlabeled stream: both networks train their supervised part only
+        if unlabeled is None:  # no unlabeled stream: both networks train their supervised part only
             return {"loss": loss_sup_1 + loss_sup_2, **losses}
 
         loss_cps_1 = cps_loss(logits_1[n_labeled:], logits_2[n_labeled:])

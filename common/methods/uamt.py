@@ -98,7 +98,7 @@ class UAMT(MeanTeacher):
         return total / (self.passes * self.duplicate)
 
     def compute_losses(self, labeled: Batch, unlabeled: Batch | None, iteration: int) -> dict[str, Tensor]:
-        if unlabeled is None:  # empty unlabeled stream: the supervised part only, as MeanTeacher
+        if unlabeled is None:  # no unlabeled stream: the supervised part only, as MeanTeacher
             return super().compute_losses(labeled, None, iteration)
 
         n_labeled = labeled["image"].shape[0]
