@@ -5,7 +5,14 @@ import pytest
 import torch
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
-from common.data import CheckDatad, DatasetError, VolumeSliceDataset, semi_supervised_datalists, split_labeled
+from common.data import (
+    CheckDatad,
+    DatasetError,
+    ForegroundZScored,
+    VolumeSliceDataset,
+    semi_supervised_datalists,
+    split_labeled,
+)
 from tests.conftest import write_dataset, write_nifti
 
 
@@ -95,3 +102,21 @@ def test_volume_slice_dataset_enumerates_every_slice(tiny_dataset):
     assert isinstance(sample["image"], torch.Tensor) and sample["label"].max() == 2
     unlabeled = VolumeSliceDataset(semi_supervised_datalists(tiny_dataset, 1)["unlabeled"], chain, keys=["image"])
     assert set(unlabeled[0]) == {"image"}
+
+
+def test_foreground_zscore_hand_values_and_refusals():
+    from monai.data import MetaTensor
+
+    image = MetaTensor(torch.tensor([[[0.0, 1.0, 3.0], [0.0, 2.0, 0.0]]]), meta={"filename_or_obj": "flair.nii.gz"})
+    out = ForegroundZScored("image")({"image": image})["image"]
+    # foreground 1, 2, 3: mean 2, population std sqrt(2/3); the background (0) becomes -2 / sqrt(2/3)
+    std = (2.0 / 3.0) ** 0.5
+    expected = torch.tensor([[[-2.0 / std, -1.0 / std, 1.0 / std], [-2.0 / std, 0.0, -2.0 / std]]])
+    assert torch.allclose(out.as_tensor(), expected, atol=1e-6)
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "flair.nii.gz"
+    empty = MetaTensor(torch.zeros(1, 2, 2), meta={"filename_or_obj": "blank.nii.gz"})
+    with pytest.raises(DatasetError, match=r"blank\.nii\.gz: no voxel above 0"):
+        ForegroundZScored("image")({"image": empty})
+    flat = MetaTensor(torch.tensor([[[0.0, 5.0], [5.0, 0.0]]]), meta={"filename_or_obj": "flat.nii.gz"})
+    with pytest.raises(DatasetError, match=r"flat\.nii\.gz: .*constant"):
+        ForegroundZScored("image")({"image": flat})

@@ -10,7 +10,7 @@ from .contract import (
     split_labeled,
 )
 from .datasets import VolumeSliceDataset
-from .transforms import CheckDatad
+from .transforms import CheckDatad, ForegroundZScored
 
 __all__ = [
     "DatasetError",
@@ -22,4 +22,5 @@ __all__ = [
     "split_labeled",
     "VolumeSliceDataset",
     "CheckDatad",
+    "ForegroundZScored",
 ]

@@ -11,7 +11,7 @@ from monai.transforms import MapTransform
 
 from .contract import DatasetError
 
-__all__ = ["CheckDatad"]
+__all__ = ["CheckDatad", "ForegroundZScored"]
 
 AFFINE_TOLERANCE = 1e-3  # mm; header round-off between an image and its label is not a mismatch
 
@@ -95,3 +95,30 @@ class CheckDatad(MapTransform):
                 f"{source}: label affine differs from the affine of {_source(d, self.image_key)} "
                 "(image and label must share one voxel grid)."
             )
+
+
+class ForegroundZScored(MapTransform):
+    """Z-score with the mean and standard deviation (ddof 0) of the voxels above ``threshold``, applied to ALL voxels
+    (protocol.md 2.4 step 3, the BraTS recipe of the SSL4MIS lineage): the background becomes one negative constant.
+
+    MONAI's ``NormalizeIntensityd(nonzero=True)`` differs: it leaves the background at 0. Statistics are taken over
+    the whole array (all channels together, as the recipe's single-channel FLAIR). A volume with no voxel above the
+    threshold, or a constant foreground, has no z-score; it is refused with the file named instead of becoming NaN.
+    """
+
+    def __init__(self, keys: KeysCollection = "image", threshold: float = 0.0, allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.threshold = threshold
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            foreground = image[image > self.threshold]
+            if foreground.numel() == 0:
+                raise DatasetError(f"{_source(d, key)}: no voxel above {self.threshold}, nothing to z-score against.")
+            std = foreground.std(unbiased=False)
+            if not bool(std > 0):
+                raise DatasetError(f"{_source(d, key)}: the voxels above {self.threshold} are constant (std 0).")
+            d[key] = (image - foreground.mean()) / std
+        return d
