@@ -11,6 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from monai.bundle import ConfigWorkflow
 
 from common.data.check import check_dataset, main
 from tests.bundle_utils import make_workflow
@@ -110,13 +111,14 @@ DEFECTS = [
 ]
 
 
-def run_bundle(name: str, root: Path, tmp_path: Path, **overrides) -> None:
+def run_bundle(name: str, root: Path, tmp_path: Path, **overrides) -> ConfigWorkflow:
     sizes = SIZES_2D if name.endswith("_acdc") else SIZES_3D
     settings = {"num_classes": 2, "num_labeled": 2, "max_iterations": 2, "val_interval": 2, **sizes, **overrides}
     workflow = make_workflow(
         name, dataset_dir=str(root), ckpt_dir=str(tmp_path / "models"), output_dir=str(tmp_path / "eval"), **settings
     )
     workflow.run()
+    return workflow
 
 
 @pytest.mark.parametrize("defect", DEFECTS, ids=lambda d: d.__name__)
@@ -143,6 +145,17 @@ def test_bundle_refuses_bad_labeled_budget(overrides, expected, tmp_path):
     with pytest.raises(Exception) as caught:
         run_bundle("mean_teacher_la", root, tmp_path, **overrides)
     assert expected in error_text(caught.value)
+
+
+@pytest.mark.parametrize("name", ["mean_teacher_acdc", "cps_la"])
+def test_allow_supervised_only_trains_a_semi_supervised_bundle_on_labeled_cases_only(name, tmp_path, capsys):
+    # MONAI Label hands a bundle labeled studies only (api.md 5); the switch is off by default (refusal above)
+    root = dataset(tmp_path / "data")
+    workflow = run_bundle(name, root, tmp_path, num_labeled=4, allow_supervised_only=True)
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    assert trainer.unlabeled_data_loader is None and trainer.state.iteration == 2
+    assert "trains its supervised part only" in capsys.readouterr().out  # the bundle's logging.conf: stdout
+    assert (tmp_path / "models" / "model.pt").is_file()
 
 
 def test_supervised_bundle_trains_with_every_case_labeled(tmp_path):

@@ -69,6 +69,23 @@ def test_engine_refuses_empty_unlabeled_stream_for_a_semi_supervised_method():
         make_trainer(CountingMethod(), DataLoader([], batch_size=2), max_iterations=2)
 
 
+def test_engine_allow_supervised_only_trains_the_supervised_part_with_a_warning(caplog):
+    method = CountingMethod()
+    trainer = SemiSupervisedTrainer(
+        device="cpu",
+        max_epochs=1,
+        epoch_length=2,
+        train_data_loader=labeled_loader(),
+        unlabeled_data_loader=DataLoader([], batch_size=2),
+        method=method,
+        optimizer=torch.optim.SGD([method.weight], lr=0.4),
+        allow_supervised_only=True,
+    )
+    assert "CountingMethod trains its supervised part only" in caplog.text
+    trainer.run()
+    assert [c[2] for c in method.calls] == [None, None]
+
+
 def test_engine_empty_unlabeled_trains_a_supervised_method():
     method = CountingMethod(requires_unlabeled=False)
     trainer = make_trainer(method, DataLoader([], batch_size=2), max_iterations=2)

@@ -147,7 +147,8 @@ def semi_supervised_datalists(
     if require_unlabeled and not unlabeled:
         raise DatasetError(
             f"{Path(dataset_dir) / 'dataset.json'}: num_labeled={num_labeled} leaves no unlabeled images for a "
-            "semi-supervised method; lower num_labeled, add an 'unlabeled' section, or train the supervised bundle."
+            "semi-supervised method; lower num_labeled, add an 'unlabeled' section, train the supervised bundle, or "
+            "set allow_supervised_only true to train the method's supervised part only."
         )
     return {
         "labeled": labeled,

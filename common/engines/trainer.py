@@ -67,7 +67,10 @@ class SemiSupervisedTrainer(Trainer):
         method: the method object.
         optimizer: optimiser over all trainable parameters of the method.
         unlabeled_data_loader: unlabeled stream, cycled endlessly; ``None`` -> labeled only. An empty one is
-            refused unless the method has no unsupervised term (``requires_unlabeled=False``).
+            refused unless the method has no unsupervised term (``requires_unlabeled=False``) or
+            ``allow_supervised_only`` is set.
+        allow_supervised_only: accept an empty unlabeled stream for a semi-supervised method and train its
+            supervised part only, with a logged warning (MONAI Label hands a bundle labeled studies only).
         max_iterations: stop after this many iterations even inside an epoch (``None``: run all epochs).
         seed: when given, reseed and restart both streams at every epoch start from ``(seed, iteration)``
             (exact resume, above); ``None`` keeps the streams running across epochs.
@@ -99,6 +102,7 @@ class SemiSupervisedTrainer(Trainer):
         key_train_metric: dict | None = None,
         additional_metrics: dict | None = None,
         train_handlers: Sequence | None = None,
+        allow_supervised_only: bool = False,
     ) -> None:
         labeled_size = _dataset_size(train_data_loader)
         if labeled_size == 0:
@@ -124,6 +128,7 @@ class SemiSupervisedTrainer(Trainer):
         self.image_key = image_key
         self.label_key = label_key
         self.max_iterations = max_iterations
+        self.allow_supervised_only = allow_supervised_only
         self.unlabeled_data_loader = self._usable_unlabeled_loader(unlabeled_data_loader)
         self._unlabeled_iter: Iterator | None = None
         self.seed = seed
@@ -143,12 +148,15 @@ class SemiSupervisedTrainer(Trainer):
         if loader is None:
             return None
         if _dataset_size(loader) == 0:
-            if self.method.requires_unlabeled:
+            name = type(self.method).__name__
+            if self.method.requires_unlabeled and not self.allow_supervised_only:
                 raise ValueError(
-                    f"The unlabeled stream is empty but {type(self.method).__name__} learns from unlabeled images: "
-                    "lower num_labeled below the training list, add an 'unlabeled' section to dataset.json, or "
-                    "train the supervised bundle."
+                    f"The unlabeled stream is empty but {name} learns from unlabeled images: lower num_labeled "
+                    "below the training list, add an 'unlabeled' section to dataset.json, train the supervised "
+                    "bundle, or set allow_supervised_only to train the supervised part only."
                 )
+            if self.method.requires_unlabeled:
+                logger.warning("The unlabeled stream is empty: %s trains its supervised part only.", name)
             return None
         return loader
 

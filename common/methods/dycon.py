@@ -183,7 +183,7 @@ class DyCON(SemiSupervisedMethod):
         return as_label_map(unlabeled["label"])
 
     def compute_losses(self, labeled: Batch, unlabeled: Batch | None, iteration: int) -> dict[str, Tensor]:
-        if unlabeled is None:  # no unlabeled stream (direct use without one): supervised part only
+        if unlabeled is None:  # no unlabeled stream (none, or empty with allow_supervised_only): supervised part
             _, logits, _ = forward_train(self.network, labeled["image"])
             ce, dice = dycon_supervised_loss(logits, as_label_map(labeled["label"]))
             loss = self.loss_config["l_weight"] * (ce + dice)
