@@ -26,7 +26,7 @@ _HOOK_EVENTS = {HOOK_ITERATION_STARTED: Events.ITERATION_STARTED, HOOK_OPTIMIZER
 # ``stream`` values of ``derived_seed``: one seed per consumer of randomness at an epoch start
 _GLOBAL_STREAM, _LABELED_STREAM, _UNLABELED_STREAM = 0, 1, 2
 _STREAMS_PER_RANK = 3
-# a distributed unlabeled sampler's "epoch" (its permutation seed) is engine epoch * this + passes within the epoch
+# a distributed unlabeled sampler's epoch (which seeds its permutation): engine epoch * this + passes within it
 _SAMPLER_PASSES_PER_EPOCH = 100_000
 
 
@@ -170,9 +170,9 @@ class SemiSupervisedTrainer(Trainer):
         seed_loader(labeled, derived_seed(self.seed, iteration, _LABELED_STREAM + offset))
         if self.unlabeled_data_loader is not None:
             seed_loader(self.unlabeled_data_loader, derived_seed(self.seed, iteration, _UNLABELED_STREAM + offset))
-            sampler = getattr(self.unlabeled_data_loader, "sampler", None)
-            if hasattr(sampler, "set_epoch"):  # DistributedSampler: a new shard permutation per epoch (as MONAI's
-                sampler.set_epoch(engine.state.epoch * _SAMPLER_PASSES_PER_EPOCH)  # Workflow does for the labeled one)
+            sampler = self._unlabeled_epoch_sampler()
+            if sampler is not None:  # a new shard permutation per epoch, as MONAI's Workflow does for the labeled one
+                sampler.set_epoch(engine.state.epoch * _SAMPLER_PASSES_PER_EPOCH)
         engine.set_data(labeled)  # a fresh labeled iterator; ignite then starts counting the epoch at 0
         self._unlabeled_iter = None if self.unlabeled_data_loader is None else iter(self.unlabeled_data_loader)
 
@@ -186,6 +186,11 @@ class SemiSupervisedTrainer(Trainer):
     def _call_hook(engine: Engine, hook: Callable[[int], None]) -> None:
         hook(engine.state.iteration - 1)
 
+    def _unlabeled_epoch_sampler(self) -> Any | None:
+        """The unlabeled loader's sampler when its permutation is seeded by an epoch (``DistributedSampler``)."""
+        sampler = getattr(self.unlabeled_data_loader, "sampler", None)
+        return sampler if hasattr(sampler, "set_epoch") else None
+
     def _next_unlabeled(self) -> Mapping[str, Any] | None:
         if self.unlabeled_data_loader is None:
             return None
@@ -194,8 +199,8 @@ class SemiSupervisedTrainer(Trainer):
         try:
             return next(self._unlabeled_iter)
         except StopIteration:  # an endless stream of fresh permutations, as the reference's unlabeled sampler
-            sampler = getattr(self.unlabeled_data_loader, "sampler", None)
-            if hasattr(sampler, "set_epoch"):  # a DistributedSampler would repeat its permutation otherwise
+            sampler = self._unlabeled_epoch_sampler()
+            if sampler is not None:  # it would repeat its permutation otherwise
                 sampler.set_epoch(getattr(sampler, "epoch", 0) + 1)
             self._unlabeled_iter = iter(self.unlabeled_data_loader)
             return next(self._unlabeled_iter)
