@@ -9,7 +9,7 @@ from .contract import (
     semi_supervised_datalists,
     split_labeled,
 )
-from .datasets import VolumeSliceDataset
+from .datasets import VolumeSliceDataset, training_dataset
 from .transforms import CheckDatad, ForegroundZScored
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "semi_supervised_datalists",
     "split_labeled",
     "VolumeSliceDataset",
+    "training_dataset",
     "CheckDatad",
     "ForegroundZScored",
 ]

@@ -1,4 +1,4 @@
-"""Datasets for 2D training on 3D volumes."""
+"""Training datasets: whole volumes (3D networks) or every slice of every volume (2D networks on 3D data)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,28 @@ from monai.data import CacheDataset
 from monai.data.meta_obj import get_track_meta, set_track_meta
 from torch.utils.data import Dataset
 
-__all__ = ["VolumeSliceDataset"]
+__all__ = ["VolumeSliceDataset", "training_dataset"]
+
+
+def training_dataset(
+    data: Sequence[Mapping[str, Any]],
+    transform: Callable,
+    slice_transform: Callable | None = None,
+    keys: Sequence[str] = ("image", "label"),
+    cache_rate: float = 1.0,
+    num_workers: int | None = 0,
+) -> Dataset:
+    """The training dataset a data recipe asks for: volumes, or their slices when it has a ``slice_transform``.
+
+    One entry point lets every bundle share one training configuration whatever its network's dimension; the
+    recipe decides. ``data`` is kept as the dataset's ``data`` attribute either way, which is what MONAI Label
+    replaces (``train#dataset#data``). ``keys`` only matters for slices (which keys are cut).
+    """
+    if slice_transform is None:
+        return CacheDataset(data, transform, cache_rate=cache_rate, num_workers=num_workers)
+    return VolumeSliceDataset(
+        data, transform, slice_transform, keys=keys, cache_rate=cache_rate, num_workers=num_workers
+    )
 
 
 class VolumeSliceDataset(Dataset):

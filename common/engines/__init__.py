@@ -1,6 +1,6 @@
 """Training engine and its handlers."""
 
-from .distributed import DistributedNetwork
+from .distributed import DistributedNetwork, distributed_sampler, process_rank, unwrap_network
 from .evaluation import SegmentationReport
 from .handlers import AtomicCheckpointSaver, ProgressBar, TrainingStateLoader, TrainingStateSaver
 from .resume import latest_checkpoint, resume_checkpoint
@@ -14,6 +14,9 @@ __all__ = [
     "TrainingStateLoader",
     "SegmentationReport",
     "DistributedNetwork",
+    "distributed_sampler",
+    "process_rank",
+    "unwrap_network",
     "latest_checkpoint",
     "resume_checkpoint",
 ]
