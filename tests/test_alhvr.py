@@ -23,10 +23,7 @@ from common.losses.alhvr import (
     alhvr_dice_loss,
     alhvr_dtct_loss,
     alhvr_dynamic_teacher,
-    alhvr_feature_dropout,
-    alhvr_feature_noise,
     alhvr_masked_entropy_mean,
-    alhvr_perturb_features,
     alhvr_prototype_logits,
     alhvr_prototypes,
     alhvr_region_masks,
@@ -45,7 +42,14 @@ from common.methods.alhvr_inspect import (
     alhvr_val_metric,
     save_region_maps,
 )
-from common.networks.alhvr import ALHVRUNet2D, ALHVRVNet3D, alhvr_key_map
+from common.networks.alhvr import (
+    ALHVRUNet2D,
+    ALHVRVNet3D,
+    alhvr_feature_dropout,
+    alhvr_feature_noise,
+    alhvr_key_map,
+    alhvr_perturb_features,
+)
 from common.networks.unet2d import UNet2D
 from common.networks.vnet import VNet
 
