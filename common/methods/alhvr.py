@@ -25,11 +25,13 @@ from ..losses.alhvr import (
     alhvr_step_losses,
     alhvr_supervised_loss,
 )
-from .alhvr_inspect import alhvr_region_map
-from .base import Batch, SemiSupervisedMethod, as_label_map
-from .inspect_maps import preserved_rng_states
+from .base import Batch, SemiSupervisedMethod, as_label_map, preserved_rng_states
 
-__all__ = ["ALHVR"]
+__all__ = ["ALHVR", "REGION_CODES", "alhvr_region_map"]
+
+# one uint8 code per region: 0 = Ω1 reliable/stable (no loss), 1 = Ω2_a (A learns from B), 2 = Ω2_b (B learns
+# from A), 3 = Ω3 (DTCT)
+REGION_CODES = {"omega1": 0, "omega2_a": 1, "omega2_b": 2, "omega3": 3}
 
 # entries of alhvr_step_losses that are logged, under the method's names
 _LOGGED = {
@@ -46,7 +48,22 @@ _LOGGED = {
     "gamma": "gamma",
     "weight": "cons_weight",
 }
-_REGIONS = ("omega1", "omega2_a", "omega2_b", "omega3")
+_REGIONS = tuple(REGION_CODES)
+
+
+def alhvr_region_map(omega1: Tensor, omega2_a: Tensor, omega2_b: Tensor, omega3: Tensor) -> Tensor:
+    """One ``uint8`` map ``[U, *S]`` of the region partition (codes :data:`REGION_CODES`), detached, on the CPU.
+
+    Raises ``ValueError`` if the masks do not partition the pixels (each pixel in exactly one region).
+    """
+    masks = [m.detach().to("cpu", torch.bool) for m in (omega1, omega2_a, omega2_b, omega3)]
+    counts = sum(m.to(torch.uint8) for m in masks)
+    if not bool((counts == 1).all()):
+        raise ValueError("the region masks must partition the pixels (each pixel in exactly one region)")
+    out = torch.zeros(masks[0].shape, dtype=torch.uint8)
+    for mask, code in zip(masks, REGION_CODES.values(), strict=True):
+        out[mask] = code
+    return out
 
 
 class ALHVR(SemiSupervisedMethod):
@@ -66,7 +83,7 @@ class ALHVR(SemiSupervisedMethod):
         detach_teacher: stop the gradient through the DTCT teacher (official: False, §11 #8).
         detach_prototypes: stop the gradient through the prototypes (official: False, §11 #8).
         keep_regions: keep the last batch's region map (``uint8 [U, *S]``, codes of
-            :data:`~.alhvr_inspect.REGION_CODES`) in ``last_regions`` and γ in ``last_gamma`` for inspection.
+            :data:`REGION_CODES`) in ``last_regions`` and γ in ``last_gamma`` for inspection.
     """
 
     def __init__(
@@ -122,7 +139,7 @@ class ALHVR(SemiSupervisedMethod):
 
     @torch.no_grad()
     def inspection_maps(self, image: Tensor) -> dict[str, Tensor]:
-        """Region map (``"regions"``, ``uint8 [N, *S]``, codes of :data:`~.alhvr_inspect.REGION_CODES`) of ``image``
+        """Region map (``"regions"``, ``uint8 [N, *S]``, codes of :data:`REGION_CODES`) of ``image``
         taken as an unlabeled batch: γ and the partition from both nets' perturbed confidences (alhvr.md §2.2-2.3).
 
         For inspection, not training: both nets run in eval mode (running BatchNorm statistics, no dropout, no
