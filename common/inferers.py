@@ -1,4 +1,4 @@
-"""Reference-style sliding-window inference and its MONAI equivalent (protocol.md §4).
+"""Reference-style sliding-window inference and its MONAI equivalent.
 
 All 3D test scripts of the reference lines (UA-MT ``test_util.py`` and descendants, CoraNet, DyCON, ALHVR, STLU)
 use the same scheme, implemented by :func:`sliding_window_predict`:
@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from monai.inferers import Inferer
+from scipy import ndimage
+from torch import nn
 
 __all__ = [
     "window_starts",
@@ -31,11 +33,13 @@ __all__ = [
     "stride_to_overlap",
     "sliding_window_predict",
     "ProbabilityInferer",
+    "alhvr_acdc_predict_volume",
+    "alhvr_sliding_window_3d",
 ]
 
 
 def window_starts(size: int, patch: int, stride: int) -> list[int]:
-    """Reference window start positions along one axis (protocol.md §4, stlu.md §4.11).
+    """Reference window start positions along one axis (the test scripts' ``ceil((size - patch) / stride) + 1``).
 
     ``size`` is the axis length; an axis shorter than the patch is padded to the patch first, so it has the single
     start 0 (in padded coordinates).
@@ -51,7 +55,7 @@ def sliding_window_overlap(patch_size: int | Sequence[int], stride: int | Sequen
     """Per-axis overlap making MONAI's scan interval equal the reference stride: ``o = 1 - (stride + 0.5) / patch``.
 
     MONAI computes the interval as ``int(patch * (1 - o))``; the half voxel keeps float rounding from truncating it
-    to ``stride - 1`` (protocol.md §4 — e.g. LA patch (112, 112, 80), stride (18, 18, 4) → (0.8348, 0.8348, 0.9438)).
+    to ``stride - 1`` (e.g. LA patch (112, 112, 80), stride (18, 18, 4) → (0.8348, 0.8348, 0.9438)).
     ``stride == patch`` gives 0.0 (non-overlapping tiles). A stride larger than the patch leaves gaps, which MONAI
     cannot reproduce, so it raises. A scalar argument is broadcast to the other's length.
     """
@@ -102,7 +106,7 @@ def sliding_window_predict(
     stride_z: int = 4,
     num_classes: int = 2,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Reference sliding-window prediction of a 3D volume (protocol.md §4, coranet.md §10, dycon.md §7.2).
+    """Reference sliding-window prediction of a 3D volume (the official ``test_util.py`` scheme, module docstring).
 
     ``predict_fn(tensor float32 (1, 1, *patch)) -> logits (1, C, *patch)`` (a CPU tensor is passed; move it to the
     model's device inside ``predict_fn`` if needed). Strides are ``(stride_xy, stride_xy, stride_z)``.
@@ -140,7 +144,7 @@ class ProbabilityInferer(Inferer):
     """Wrap a MONAI inferer so that every window's logits become softmax probabilities before aggregation.
 
     The reference test scripts average probabilities over overlapping windows; MONAI averages whatever the
-    network returns, and averaging logits moves the argmax near boundaries (protocol.md §4). The output is a
+    network returns, and averaging logits moves the argmax near boundaries. The output is a
     probability map, so postprocessing takes its argmax as usual.
     """
 
@@ -157,10 +161,72 @@ class ProbabilityInferer(Inferer):
 
 
 def sliding_window_starts(image_size: int, patch_size: int, stride: int) -> list[int]:
-    """Window starts along one axis after zero padding to the patch (stlu.md §4.11 name for ``window_starts``)."""
+    """Window starts along one axis after zero padding to the patch (STLU's name for :func:`window_starts`)."""
     return window_starts(image_size, patch_size, stride)
 
 
 def stride_to_overlap(patch_size: int, stride: int) -> float:
-    """Scalar ``1 - (stride + 0.5) / patch_size`` (stlu.md §4.11); see :func:`sliding_window_overlap`."""
+    """Scalar ``1 - (stride + 0.5) / patch_size`` (STLU's name); see :func:`sliding_window_overlap`."""
     return sliding_window_overlap(patch_size, stride)[0]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# ALHVR's official test loops (``test_acdc.py``, ``test_bra_util.py``), for evaluation scripts and parity checks; the
+# bundles' validators use MONAI's inferers (bundles/alhvr_acdc/docs/README.md and alhvr_brats/docs/README.md)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _clean_logits(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Clean logits of an ALHVR network (``forward`` -> one tensor) or of a tuple-returning official-style net."""
+    out = net(x)
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def alhvr_acdc_predict_volume(net: nn.Module, image: np.ndarray, patch: Sequence[int] = (256, 256)) -> np.ndarray:
+    """Slice-wise ACDC prediction of ALHVR's ``test_acdc.py``: per slice ``scipy.ndimage.zoom(order=0)`` to
+    ``patch``, clean logits in eval mode, softmax + argmax, zoom back to the slice's H x W with ``order=0``.
+    ``image`` is ``[S, H, W]``.
+
+    The network's train/eval mode is restored afterwards.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 3:
+        raise ValueError(f"expected an (S, H, W) volume, got shape {image.shape}")
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    prediction = np.zeros(image.shape, dtype=np.int64)
+    try:
+        with torch.no_grad():
+            for ind in range(image.shape[0]):
+                x, y = image[ind].shape
+                slice_ = ndimage.zoom(image[ind], (patch[0] / x, patch[1] / y), order=0)
+                batch = torch.from_numpy(np.ascontiguousarray(slice_)).float()[None, None].to(device)
+                out = torch.argmax(torch.softmax(_clean_logits(net, batch), dim=1), dim=1)[0]
+                prediction[ind] = ndimage.zoom(out.cpu().numpy(), (x / patch[0], y / patch[1]), order=0)
+    finally:
+        net.train(was_training)
+    return prediction
+
+
+def alhvr_sliding_window_3d(
+    net: nn.Module,
+    image: np.ndarray,
+    patch: Sequence[int] = (96, 96, 96),
+    stride_xy: int = 64,
+    stride_z: int = 64,
+    num_classes: int = 2,
+) -> np.ndarray:
+    """BraTS sliding-window label map ``[D, H, W]`` of ALHVR's ``test_bra_util.py``: :func:`sliding_window_predict`
+    on the clean logits (zero padding to the patch, windows at ``min(stride·i, s - patch)``, mean softmax, argmax,
+    padding cropped), in eval mode (restored afterwards)."""
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    try:
+        label, _ = sliding_window_predict(
+            lambda x: _clean_logits(net, x.to(device)), image, patch, stride_xy, stride_z, num_classes
+        )
+    finally:
+        net.train(was_training)
+    return label

@@ -15,6 +15,8 @@ import torch
 from monai.losses import DiceLoss
 from torch import nn
 
+from common.engines.inspection import save_region_maps
+from common.inferers import alhvr_acdc_predict_volume, alhvr_sliding_window_3d
 from common.losses.alhvr import (
     ALHVRSupervisedLoss,
     alhvr_adaptive_threshold,
@@ -23,10 +25,7 @@ from common.losses.alhvr import (
     alhvr_dice_loss,
     alhvr_dtct_loss,
     alhvr_dynamic_teacher,
-    alhvr_feature_dropout,
-    alhvr_feature_noise,
     alhvr_masked_entropy_mean,
-    alhvr_perturb_features,
     alhvr_prototype_logits,
     alhvr_prototypes,
     alhvr_region_masks,
@@ -35,17 +34,16 @@ from common.losses.alhvr import (
     alhvr_supervised_loss,
     alhvr_upsample_features,
 )
-from common.methods.alhvr import ALHVR
-from common.methods.alhvr_inspect import (
-    REGION_CODES,
-    alhvr_acdc_class_metrics,
-    alhvr_acdc_predict_volume,
-    alhvr_region_map,
-    alhvr_sliding_window_3d,
-    alhvr_val_metric,
-    save_region_maps,
+from common.methods.alhvr import ALHVR, REGION_CODES, alhvr_region_map
+from common.metrics.paper import alhvr_acdc_class_metrics, alhvr_val_metric
+from common.networks.alhvr import (
+    ALHVRUNet2D,
+    ALHVRVNet3D,
+    alhvr_feature_dropout,
+    alhvr_feature_noise,
+    alhvr_key_map,
+    alhvr_perturb_features,
 )
-from common.networks.alhvr import ALHVRUNet2D, ALHVRVNet3D, alhvr_key_map
 from common.networks.unet2d import UNet2D
 from common.networks.vnet import VNet
 

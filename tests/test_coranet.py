@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from common.engines import SemiSupervisedTrainer
+from common.engines.inspection import save_uncertainty_masks
 from common.losses.coranet import (
     coranet_certain_loss,
     coranet_dice_loss,
@@ -28,7 +29,6 @@ from common.losses.coranet import (
 )
 from common.methods.base import HOOK_ITERATION_STARTED, HOOK_OPTIMIZER_STEPPED
 from common.methods.coranet import CoraNet
-from common.methods.coranet_inspect import save_uncertainty_masks
 from common.networks.coranet import (
     CoraOutput,
     MultiHeadSegNet,

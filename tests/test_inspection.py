@@ -11,9 +11,8 @@ import pytest
 import torch
 
 from common.losses.alhvr import alhvr_adaptive_threshold, alhvr_confidence, alhvr_region_masks
-from common.methods.alhvr import ALHVR
-from common.methods.alhvr_inspect import alhvr_region_map
-from common.methods.inspect_maps import preserved_rng_states
+from common.methods.alhvr import ALHVR, alhvr_region_map
+from common.methods.base import preserved_rng_states
 from common.networks.alhvr import ALHVRUNet2D
 from tests.bundle_utils import TINY, make_workflow
 from tests.test_coranet import batches as coranet_batches

@@ -1,9 +1,15 @@
-"""Save a method's inspection maps (e.g. ALHVR region maps, CoraNet uncertainty masks) during training."""
+"""Save a method's inspection maps (e.g. ALHVR region maps, CoraNet uncertainty masks) during training.
+
+:class:`InspectionSaver` is the ignite handler; :func:`write_sample_maps` writes any ``(N, *S)`` integer map as one
+NIfTI per sample. :func:`save_region_maps` and :func:`save_uncertainty_masks` write what ALHVR (``keep_regions``)
+and CoraNet (``keep_masks``) keep of their last training batch (``last_regions`` / ``last_uncertain``).
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import ignite.distributed as idist
@@ -11,12 +17,72 @@ import nibabel as nib
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from torch import Tensor
 
-from ..methods.inspect_maps import write_sample_maps
-
-__all__ = ["InspectionSaver"]
+__all__ = ["InspectionSaver", "save_region_maps", "save_uncertainty_masks", "write_sample_maps"]
 
 logger = logging.getLogger(__name__)
+
+
+def write_sample_maps(
+    array: np.ndarray, out_dir: str | Path, prefix: str, iteration: int, spacing: Sequence[float] | None = None
+) -> list[Path]:
+    """One ``<prefix>_iter<iteration>_<n>.nii.gz`` (uint8) per sample of an ``(N, *S)`` array; returns the paths."""
+    ndim = array.ndim - 1
+    if spacing is not None and len(spacing) != ndim:
+        raise ValueError(f"spacing needs {ndim} values, got {list(spacing)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    affine = np.eye(4)
+    if spacing is not None:
+        affine[:ndim, :ndim] = np.diag([float(s) for s in spacing])
+    paths = []
+    for n, sample in enumerate(array):
+        path = out / f"{prefix}_iter{int(iteration):06d}_{n}.nii.gz"
+        nib.save(nib.Nifti1Image(sample.astype(np.uint8), affine), str(path))
+        paths.append(path)
+    return paths
+
+
+def _as_array(maps: Tensor | np.ndarray) -> np.ndarray:
+    return np.asarray(maps.detach().cpu().numpy() if isinstance(maps, Tensor) else maps)
+
+
+def save_region_maps(
+    regions: Tensor | np.ndarray,
+    out_dir: str | os.PathLike,
+    prefix: str,
+    iteration: int,
+    spacing: Sequence[float] | None = None,
+) -> list[Path]:
+    """Write each sample of an ALHVR region map ``[U, *S]`` (2D or 3D) as ``<prefix>_iter<iteration>_<u>.nii.gz``.
+
+    ``uint8`` NIfTI, identity affine (or diagonal ``spacing``); ``out_dir`` is created. Returns the paths written.
+    """
+    array = _as_array(regions)
+    if array.ndim not in (3, 4):
+        raise ValueError(f"expected regions of shape (U, H, W) or (U, D, H, W), got {array.shape}")
+    return write_sample_maps(array, out_dir, prefix, iteration, spacing)
+
+
+def save_uncertainty_masks(
+    mask: Tensor | np.ndarray,
+    out_dir: str | os.PathLike,
+    prefix: str,
+    iteration: int,
+    spacing: Sequence[float] | None = None,
+) -> list[Path]:
+    """Write each sample of a CoraNet mask ``(N, H, W)`` or ``(N, X, Y, Z)`` as ``<prefix>_iter<iteration>_<n>.nii.gz``.
+
+    ``uint8`` NIfTI (1 = uncertain), identity affine or a diagonal one from ``spacing``; a ``(N, 1, *S)`` mask
+    loses its channel; ``out_dir`` is created. Returns the paths written, in sample order.
+    """
+    array = _as_array(mask)
+    if array.ndim in (4, 5) and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim not in (3, 4):
+        raise ValueError(f"expected a mask of shape (N, H, W) or (N, X, Y, Z), got {array.shape}")
+    return write_sample_maps(array, out_dir, prefix, iteration, spacing)
 
 
 class InspectionSaver:

@@ -1,20 +1,19 @@
-"""ALHVR losses and their building blocks (Lei et al., ICCV 2025; spec alhvr.md §1.1-§6, catalogue §12).
+"""ALHVR losses and their building blocks (Lei et al., "Adaptive Learning of High-Value Regions", ICCV 2025).
 
 Pure functions of tensors, dimension-agnostic (``S`` = 2 or 3 spatial dims), following the official code
-``ziziyao/ALHVR`` by default, quirks included (spec §11); each documented departure is a keyword switch whose
-default is the code's behaviour. Names and argument orders are those of the spec's catalogue (§12).
+``ziziyao/ALHVR`` by default, quirks included (listed in bundles/alhvr_acdc/docs/README.md, "Code vs paper");
+each documented departure is a keyword switch whose default is the code's behaviour.
 
 Notation: ``U`` unlabeled rows, ``L`` labeled rows, ``K`` classes (background included), ``a``/``b`` nets A/B,
-``1`` clean and ``2`` perturbed decoder pass, ``γ`` adaptive threshold, Ω1/Ω2/Ω3 the region partition (§2).
+``1`` clean and ``2`` perturbed decoder pass, ``γ`` adaptive threshold, Ω1/Ω2/Ω3 the paper's region partition
+(reliable stable / reliable unstable / unreliable stable).
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -29,10 +28,7 @@ __all__ = [
     "alhvr_dice_loss",
     "alhvr_dtct_loss",
     "alhvr_dynamic_teacher",
-    "alhvr_feature_dropout",
-    "alhvr_feature_noise",
     "alhvr_masked_entropy_mean",
-    "alhvr_perturb_features",
     "alhvr_prototype_logits",
     "alhvr_prototypes",
     "alhvr_region_masks",
@@ -42,94 +38,14 @@ __all__ = [
     "alhvr_upsample_features",
 ]
 
-NOISE_RANGE = 0.3  # feature noise U(-0.3, 0.3) (§1.1, CCT FeatureNoise)
-DROPOUT_RATIO_RANGE = (0.7, 0.9)  # feature dropout threshold ratio (§1.1, CCT FeatureDropout)
 MASK_EPS = 1e-16  # denominators of the masked means (official code)
 ENTROPY_EPS = 1e-6
 PROTOTYPE_EPS = 1e-5
 DICE_SMOOTH = 1e-10
 
-PerturbRNG = random.Random | np.random.Generator | np.random.RandomState | torch.Generator | None
-
 
 # ---------------------------------------------------------------------------------------------------------------
-# feature perturbation (§1.1)
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def alhvr_feature_noise(x: Tensor, noise: Tensor) -> Tensor:
-    """Feature noise (§1.1): ``x + x * noise`` with one ``noise`` of shape ``x.shape[1:]`` shared by the batch.
-
-    The official sampler draws ``noise ~ U(-0.3, 0.3)`` per level (see :func:`alhvr_perturb_features`).
-    """
-    if tuple(noise.shape) != tuple(x.shape[1:]):
-        raise ValueError(f"noise must have shape {tuple(x.shape[1:])} (x without batch), got {tuple(noise.shape)}")
-    return x.mul(noise.unsqueeze(0)) + x
-
-
-def alhvr_feature_dropout(x: Tensor, ratio: float) -> Tensor:
-    """Feature dropout (§1.1): zero the positions whose channel mean reaches ``ratio`` x its per-sample maximum.
-
-    ``att = mean_c x``; keep ``att < ratio * max_S att`` (strict), per sample; the 0/1 mask carries no gradient.
-    Negative ``att`` everywhere -> nothing dropped; one spatial position with ``att > 0`` -> everything dropped.
-    """
-    batch = x.shape[0]
-    attention = x.mean(dim=1, keepdim=True)
-    max_val = attention.reshape(batch, -1).max(dim=1, keepdim=True)[0]
-    threshold = (max_val * ratio).reshape((batch,) + (1,) * (x.dim() - 1))
-    keep = (attention < threshold).to(x.dtype)
-    return x.mul(keep)
-
-
-def _branch_draw(rng: PerturbRNG) -> float:
-    """One U[0, 1) draw choosing dropout (> 0.5) or noise; official: Python's global ``random.random()``."""
-    if rng is None:
-        return random.random()
-    if isinstance(rng, torch.Generator):
-        return float(torch.rand((), generator=rng, dtype=torch.float64))
-    return float(rng.random())
-
-
-def _ratio_draw(rng: PerturbRNG) -> float:
-    """One U(0.7, 0.9) draw per level; official: NumPy's global ``np.random.uniform``."""
-    low, high = DROPOUT_RATIO_RANGE
-    if rng is None:
-        return float(np.random.uniform(low, high))
-    if isinstance(rng, torch.Generator):
-        return low + (high - low) * float(torch.rand((), generator=rng, dtype=torch.float64))
-    return float(rng.uniform(low, high))
-
-
-def _noise_draw(rng: PerturbRNG, x: Tensor) -> Tensor:
-    """One U(-0.3, 0.3) tensor of shape ``x.shape[1:]``; official: torch's global generator (``Uniform.sample``)."""
-    shape = tuple(x.shape[1:])
-    if rng is None or isinstance(rng, torch.Generator):
-        # Uniform(low, high).sample(shape) is low + rand(shape) * (high - low) in x's float type on the CPU
-        u = torch.rand(shape, generator=rng, dtype=x.dtype)
-    elif isinstance(rng, random.Random):
-        generator = torch.Generator().manual_seed(rng.getrandbits(63))
-        u = torch.rand(shape, generator=generator, dtype=x.dtype)
-    else:
-        u = torch.as_tensor(rng.random(shape), dtype=x.dtype)
-    return (-NOISE_RANGE + u * (2.0 * NOISE_RANGE)).to(x.device)
-
-
-def alhvr_perturb_features(feats: list[Tensor], rng: PerturbRNG = None) -> list[Tensor]:
-    """Perturbed copy of the five encoder maps (§1.1): ONE branch choice per call, fresh draws per level.
-
-    ``u > 0.5`` -> :func:`alhvr_feature_dropout` on every level with its own ``ratio ~ U(0.7, 0.9)``; otherwise
-    :func:`alhvr_feature_noise` with its own ``noise ~ U(-0.3, 0.3)`` per level. ``rng=None`` uses the official
-    generators (Python ``random`` for the branch, NumPy's global generator for the ratios, torch's for the noise);
-    a ``torch.Generator``, ``numpy.random.Generator``/``RandomState`` or ``random.Random`` makes every draw come
-    from that one object (reproducible tests).
-    """
-    if _branch_draw(rng) > 0.5:
-        return [alhvr_feature_dropout(f, _ratio_draw(rng)) for f in feats]
-    return [alhvr_feature_noise(f, _noise_draw(rng, f)) for f in feats]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# region partition (§2)
+# region partition (paper: reliable stable Ω1, reliable unstable Ω2, unreliable stable Ω3)
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -140,7 +56,7 @@ def alhvr_confidence(prob: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def alhvr_adaptive_threshold(conf_a: Tensor, conf_b: Tensor, beta: float) -> Tensor:
-    """Adaptive threshold γ (§2.2, paper Eq. for γ): mean of the ``trunc(N·β)`` smallest values of
+    """Adaptive threshold γ (the paper's γ): mean of the ``trunc(N·β)`` smallest values of
     ``(conf_a + conf_b) / 2``, pooled over the whole unlabeled batch (N = U·|S|). 0-d tensor, no gradient.
 
     Raises ``ValueError`` when ``trunc(N·β) == 0`` (the official code would return NaN) or exceeds N.
@@ -155,7 +71,7 @@ def alhvr_adaptive_threshold(conf_a: Tensor, conf_b: Tensor, beta: float) -> Ten
 
 
 def alhvr_region_masks(conf_a: Tensor, conf_b: Tensor, gamma: Tensor | float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Region partition (§2.3, code semantics), bool ``[U, *S]`` masks ``(omega1, omega2_a, omega2_b, omega3)``.
+    """Region partition (official code's inequalities), bool ``[U, *S]`` masks ``(omega1, omega2_a, omega2_b, omega3)``.
 
     * Ω2_a (A learns from B): ``conf_a <= γ and conf_b > γ``; Ω2_b: ``conf_b <= γ and conf_a > γ``;
     * Ω3 (unreliable, stable): ``conf_a < γ and conf_b < γ``;
@@ -169,29 +85,29 @@ def alhvr_region_masks(conf_a: Tensor, conf_b: Tensor, gamma: Tensor | float) ->
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# DTCT (§3)
+# DTCT: dynamic teacher competition teaching on Ω3
 # ---------------------------------------------------------------------------------------------------------------
 
 
 def alhvr_sharpen(p: Tensor, temperature: float = 0.1) -> Tensor:
-    """Element-wise binary sharpening (§3.2): ``p^(1/T) / (p^(1/T) + (1 - p)^(1/T))``, NOT renormalised over classes."""
+    """DTCT sharpening, element-wise: ``p^(1/T) / (p^(1/T) + (1 - p)^(1/T))``, NOT renormalised over classes."""
     power = 1.0 / temperature
     sharp = p**power
     return sharp / (sharp + (1.0 - p) ** power)
 
 
 def alhvr_dynamic_teacher(prob_a1: Tensor, prob_b1: Tensor) -> Tensor:
-    """Dynamic teacher (§3.1): per pixel the whole clean probability vector of the more confident net.
+    """DTCT's dynamic teacher: per pixel the whole clean probability vector of the more confident net.
 
-    ``a1`` where ``max_k a1 > max_k b1`` (strict), else ``b1`` (ties -> b). Not detached (§11 #8).
+    ``a1`` where ``max_k a1 > max_k b1`` (strict), else ``b1`` (ties -> b). Not detached, as in the official code.
     """
     choose_a = prob_a1.max(dim=1, keepdim=True)[0] > prob_b1.max(dim=1, keepdim=True)[0]
     return torch.where(choose_a, prob_a1, prob_b1)
 
 
 def alhvr_masked_entropy_mean(prob: Tensor, mask: Tensor, eps: float = ENTROPY_EPS) -> Tensor:
-    """H̄ of §3.3: entropy of ``q = prob * mask`` (zero outside the mask), ``-Σ_k q log(q + eps)``, averaged over
-    ALL ``U·|S|`` positions (not over the mask's size)."""
+    """DTCT's masked entropy H̄: entropy of ``q = prob * mask`` (zero outside the mask), ``-Σ_k q log(q + eps)``,
+    averaged over ALL ``U·|S|`` positions (not over the mask's size)."""
     q = prob * mask.unsqueeze(1).to(prob.dtype)
     entropy = -1.0 * torch.sum(q * torch.log(q + eps), dim=1, keepdim=True)
     return entropy.mean()
@@ -200,7 +116,7 @@ def alhvr_masked_entropy_mean(prob: Tensor, mask: Tensor, eps: float = ENTROPY_E
 def alhvr_dtct_loss(
     prob_pert: Tensor, prob_clean: Tensor, teacher: Tensor, omega3: Tensor, temperature: float = 0.1
 ) -> dict[str, Tensor]:
-    """Dynamic teacher competition teaching on Ω3 (§3.3): ``{"mse", "ent_clean", "ent_pert", "total"}``.
+    """Dynamic teacher competition teaching on Ω3: ``{"mse", "ent_clean", "ent_pert", "total"}``.
 
     ``mse = Σ_{u,k,s} m (prob_pert - sharpen(teacher))² / (Σ_{u,s} m + 1e-16)`` (sum over classes, divided by the
     number of masked pixels); ``ent_* =`` :func:`alhvr_masked_entropy_mean`; ``total = mse + ent_clean + ent_pert``.
@@ -216,12 +132,12 @@ def alhvr_dtct_loss(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# CG-CPCL (§4)
+# CG-CPCL: confidence-guided cross-prototype consistency learning on Ω2
 # ---------------------------------------------------------------------------------------------------------------
 
 
 def alhvr_upsample_features(feat: Tensor, size: Sequence[int]) -> Tensor:
-    """Prototype feature resized to the label grid (§4.1): bilinear (2D) / trilinear (3D), ``align_corners=False``."""
+    """Prototype feature resized to the label grid: bilinear (2D) / trilinear (3D), ``align_corners=False``."""
     modes = {4: "bilinear", 5: "trilinear"}
     if feat.dim() not in modes:
         raise ValueError(f"expected a (U, C, H, W) or (U, C, D, H, W) feature map, got shape {tuple(feat.shape)}")
@@ -229,7 +145,7 @@ def alhvr_upsample_features(feat: Tensor, size: Sequence[int]) -> Tensor:
 
 
 def alhvr_prototypes(feat_up: Tensor, pseudo: Tensor, num_classes: int, eps: float = PROTOTYPE_EPS) -> Tensor:
-    """Class prototypes ``[K, C]`` (§4.2, official ``getPrototype_2D/3D``), not detached.
+    """Class prototypes ``[K, C]`` (official ``getPrototype_2D/3D``), not detached.
 
     Per sample u and class k the masked mean ``v_uk = Σ_s F[u,:,s][ŷ=k] / (Σ_s [ŷ=k] + eps)``; then
     ``P[k] = (1/U) Σ_u v_uk`` — divided by U even where class k is absent from a sample (zero contribution), so a
@@ -246,7 +162,7 @@ def alhvr_prototypes(feat_up: Tensor, pseudo: Tensor, num_classes: int, eps: flo
 
 
 def alhvr_prototype_logits(feat_up: Tensor, prototypes: Tensor, scaler: float = 1.0) -> Tensor:
-    """Cosine logits ``[U, K, *S]`` (§4.3): ``scaler * cos(F[u,:,s], P[k])`` with PyTorch's ``cosine_similarity``
+    """Cosine logits ``[U, K, *S]``: ``scaler * cos(F[u,:,s], P[k])`` with PyTorch's ``cosine_similarity``
     (eps 1e-8); a zero prototype gives 0."""
     view = (1, prototypes.shape[1]) + (1,) * (feat_up.dim() - 2)
     logits = [F.cosine_similarity(feat_up, proto.reshape(view), dim=1) * scaler for proto in prototypes]
@@ -261,14 +177,15 @@ def alhvr_cgcpcl_loss(
     scaler: float = 1.0,
     cross_sample_mask: bool = True,
 ) -> tuple[Tensor, Tensor]:
-    """Confidence-guided cross-prototype consistency on the learner's Ω2 (§4.4): ``(loss_ce, loss_cos)``.
+    """Confidence-guided cross-prototype consistency on the learner's Ω2: ``(loss_ce, loss_cos)``.
 
     ``z = scaler * cos(F_learner_pert, P_teacher)``; per-pixel ``ce = CE(z, ŷ_teacher)``.
 
-    * ``cross_sample_mask=True`` (official code, §11 #5): the ``[U,1,*S]`` mask broadcasts against the ``[U,*S]``
+    * ``cross_sample_mask=True`` (official code): the ``[U,1,*S]`` mask broadcasts against the ``[U,*S]``
       CE map to ``[U,U,*S]``: ``L_ce = Σ_s (Σ_u m)(Σ_u ce) / (Σ m + 1e-16)`` (≈ U x the intended value; identical
       when U = 1). ``False``: the intended per-pixel masked mean ``Σ m·ce / (Σ m + 1e-16)``.
-    * ``L_cos = mean over U·K·|S| of m (1 - z)``: all K prototypes, averaged over every element (§11 #6).
+    * ``L_cos = mean over U·K·|S| of m (1 - z)``: all K prototypes, averaged over every element (official
+      code; bundles/alhvr_acdc/docs/README.md, "Code vs paper").
 
     Empty mask -> ``(0, 0)``.
     """
@@ -284,7 +201,7 @@ def alhvr_cgcpcl_loss(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# supervised loss (§5)
+# supervised loss (labeled rows, clean logits)
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -298,7 +215,7 @@ def _label_map(label: Tensor, prob: Tensor) -> Tensor:
 
 
 def alhvr_dice_loss(prob: Tensor, label: Tensor, num_classes: int) -> Tensor:
-    """Official ``DiceLoss`` = Dice_code (§5, §11 #12): mean over ALL K classes (background included) of
+    """Official ``DiceLoss`` = Dice_code: mean over ALL K classes (background included) of
     ``1 - Σ p_c y_c / (Σ p_c² + Σ y_c² + 1e-10)``, sums over the whole labeled batch.
 
     No factor 2: a perfect prediction scores 0.5, a class absent from the batch scores exactly 1.
@@ -316,7 +233,7 @@ def alhvr_dice_loss(prob: Tensor, label: Tensor, num_classes: int) -> Tensor:
 
 
 def alhvr_supervised_loss(logits: Tensor, label: Tensor, num_classes: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Supervised loss on the labeled rows' clean logits (§5): ``(ce, dice, total = dice + ce)``.
+    """Supervised loss on the labeled rows' clean logits: ``(ce, dice, total = dice + ce)``.
 
     ``ce`` = mean cross-entropy over all labeled pixels; ``dice`` = :func:`alhvr_dice_loss` of the softmax.
     """
@@ -340,7 +257,7 @@ class ALHVRSupervisedLoss:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# one step (§6, §10)
+# one step: the paper's total loss with the official ramp
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -362,7 +279,7 @@ def alhvr_step_losses(
     detach_teacher: bool = False,
     detach_prototypes: bool = False,
 ) -> dict[str, Any]:
-    """All losses of one ALHVR step (§10): ``L = Σ_{x∈{a,b}} L_sup,x + λ(t) (L_dtct,x + L_ce,x + L_cos,x)``.
+    """All losses of one ALHVR step: ``L = Σ_{x∈{a,b}} L_sup,x + λ(t) (L_dtct,x + L_ce,x + L_cos,x)``.
 
     Args:
         out_a, out_b: ``(logits_clean, logits_pert, feat_clean, feat_pert)`` of nets A and B on the whole batch
@@ -377,8 +294,8 @@ def alhvr_step_losses(
         consistency, rampup_length: λ(t) = consistency · sigmoid_rampup(t // rampup_epoch_len, rampup_length).
         scaler: cosine-logit multiplier (1).
         rampup_epoch_len: iterations per ramp "epoch" (150).
-        cross_sample_mask: CG-CPCL CE broadcast quirk (True = official code, §11 #5).
-        detach_teacher, detach_prototypes: stop-gradient variants (False = official code, §11 #8).
+        cross_sample_mask: CG-CPCL CE broadcast quirk (True = official code).
+        detach_teacher, detach_prototypes: stop-gradient variants (False = official code).
 
     Returns a dict of tensors: ``loss`` (total, with graph), ``loss_a``/``loss_b``, per net ``x ∈ {a, b}``:
     ``sup_ce_x``, ``sup_dice_x``, ``sup_x``, ``dtct_mse_x``, ``dtct_ent_clean_x``, ``dtct_ent_pert_x``, ``dtct_x``,

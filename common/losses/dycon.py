@@ -1,10 +1,11 @@
-"""DyCON's losses and schedules (Assefa et al., CVPR 2025; dycon.md §3.3, §4, §5.2, §7.2, components 3-13, 17).
+"""DyCON's losses and schedules (Assefa et al., "DyCON: Dynamic Uncertainty-aware Consistency and Contrastive
+Learning for Semi-supervised Medical Image Segmentation", CVPR 2025; official code CVML-KU/DyCON).
 
 Pure functions of tensors. Every loss returns a 0-dim tensor in the dtype of its inputs (float32 or float64) on
 the inputs' device. Shared pieces are reused, not duplicated: ``consistency_weight`` (common/schedules.py) and
 ``softmax_mse`` (common/losses/consistency.py).
 
-Symbols (dycon.md §0): B batch, B_l labeled part, C classes (2), ``(H, W, D)`` patch, ``f`` label-downsampling
+Symbols: B batch, B_l labeled part, C classes (2), ``(H, W, D)`` patch, ``f`` label-downsampling
 factor (8), ``N = (H/f)(W/f)(D/f)`` embedding cells per volume, E embedding dimension, ``t`` 0-based iteration,
 ``e`` epoch = ``t // ipe`` with ``ipe`` iterations per official epoch.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,7 @@ from .consistency import softmax_mse
 
 __all__ = [
     "DEFAULT_LOSS_CONFIG",
+    "DyCONLossConfig",
     "adaptive_beta",
     "downsample_labels",
     "dycon_step_losses",
@@ -42,39 +45,68 @@ __all__ = [
     "uncl_loss",
 ]
 
-# dycon.md §12 "loss" block: the defaults of ``dycon_step_losses``'s ``cfg`` (official training settings, with
-# the project's teacher pseudo-labels for FeCL, §10 D1).
-DEFAULT_LOSS_CONFIG: dict[str, Any] = {
-    "l_weight": 1.0,
-    "u_weight": 0.5,
-    "consistency": 0.1,
-    "consistency_rampup": 200.0,
-    "consistency_iters_per_unit": 150,
-    "temperature": 0.6,
-    "gamma": 2.0,
-    "use_focal": True,
-    "use_teacher_hn": True,
-    "fecl_rampup_epochs": 1500.0,
-    "lambda_cross": 1.0,
-    "use_entropy_weights": False,
-    "mask_factor": 8,
-    "mask_mode": "trilinear",
-    "fecl_part": "unlabeled",
-    "fecl_label_source": "teacher",
-}
-
 FECL_LABEL_SOURCES = ("teacher", "ground_truth")
 FECL_PARTS = ("unlabeled", "all")
 MASK_MODES = ("trilinear", "avgpool")
 
 
+@dataclass(frozen=True)
+class DyCONLossConfig:
+    """The ``cfg`` of :func:`dycon_step_losses`: loss weights, MT ramp and FeCL settings.
+
+    Defaults are the official training settings, with the project's teacher pseudo-labels as FeCL cell labels of
+    the unlabeled rows (``fecl_label_source``; bundles/dycon_la/docs/README.md, "Decisions").
+
+    Attributes:
+        l_weight, u_weight: weights of the supervised loss and of (FeCL + UnCL).
+        consistency, consistency_rampup, consistency_iters_per_unit: MT-MSE weight
+            ``consistency_weight(t, consistency, consistency_rampup, consistency_iters_per_unit)``.
+        temperature, gamma, use_focal, use_teacher_hn, fecl_rampup_epochs, lambda_cross, use_entropy_weights:
+            FeCL settings (:func:`fecl_loss`; ``use_teacher_hn=False`` drops the teacher hard-negative term).
+        mask_factor: label-downsampling factor, ``16 / embed_upsample``; checked against the embedding grid.
+        mask_mode: "trilinear" (official HEAD) or "avgpool" (release cd2d514).
+        fecl_part: "unlabeled" (official HEAD) or "all" (release cd2d514; labeled rows use their ground truth).
+        fecl_label_source: "teacher" (project default) or "ground_truth" (official: a label leak, parity only).
+    """
+
+    l_weight: float = 1.0
+    u_weight: float = 0.5
+    consistency: float = 0.1
+    consistency_rampup: float = 200.0
+    consistency_iters_per_unit: int = 150
+    temperature: float = 0.6
+    gamma: float = 2.0
+    use_focal: bool = True
+    use_teacher_hn: bool = True
+    fecl_rampup_epochs: float = 1500.0
+    lambda_cross: float = 1.0
+    use_entropy_weights: bool = False
+    mask_factor: int = 8
+    mask_mode: str = "trilinear"
+    fecl_part: str = "unlabeled"
+    fecl_label_source: str = "teacher"
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("fecl_label_source", FECL_LABEL_SOURCES),
+            ("fecl_part", FECL_PARTS),
+            ("mask_mode", MASK_MODES),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+
+# the same defaults as a mapping, for callers that build ``cfg`` key by key (e.g. the benchmarks)
+DEFAULT_LOSS_CONFIG: dict[str, Any] = asdict(DyCONLossConfig())
+
+
 # --------------------------------------------------------------------------------------------------------------
-# Schedules (dycon.md §4.3, §4.4)
+# Schedules (UnCL's beta, FeCL's teacher hard-negative threshold)
 # --------------------------------------------------------------------------------------------------------------
 
 
 def adaptive_beta(epoch: int, total_epochs: int, beta_max: float = 5.0, beta_min: float = 0.5) -> float:
-    """UnCL sharpness ``beta(e) = beta_max * (beta_min / beta_max) ** (e / E_max)`` (dycon.md §4.3).
+    """UnCL sharpness ``beta(e) = beta_max * (beta_min / beta_max) ** (e / E_max)`` (official schedule).
 
     Exponential decay from ``beta_max`` at epoch 0 to ``beta_min`` at ``e = E_max``; the official run stops at
     ``e = E_max - 1`` (``E_max = T_max // ipe + 1``), i.e. just above ``beta_min``.
@@ -83,7 +115,7 @@ def adaptive_beta(epoch: int, total_epochs: int, beta_max: float = 5.0, beta_min
 
 
 def threshold_rampup(epoch: float, rampup_epochs: float, lo: float, hi: float, steepness: float = 5.0) -> float:
-    """FeCL threshold ``lo + (hi - lo) * exp(-k (1 - clip(e, 0, R) / R)^2)``; ``hi`` when ``R = 0`` (dycon.md §4.4).
+    """FeCL threshold ``lo + (hi - lo) * exp(-k (1 - clip(e, 0, R) / R)^2)``; ``hi`` when ``R = 0``.
 
     At ``e = 0`` it is ``lo + exp(-k) (hi - lo)``, not ``lo``.
     """
@@ -94,12 +126,12 @@ def threshold_rampup(epoch: float, rampup_epochs: float, lo: float, hi: float, s
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Embeddings and cell labels (dycon.md §3.3)
+# Embeddings and cell labels (FeCL's patch-level representations)
 # --------------------------------------------------------------------------------------------------------------
 
 
 def flatten_embeddings(features: Tensor) -> Tensor:
-    """``(B, E, h, w, d) -> (B, N, E)``, C-order over the grid, each row L2-normalised (eps 1e-12; dycon.md §3.3)."""
+    """``(B, E, h, w, d) -> (B, N, E)``, C-order over the grid, each row L2-normalised (eps 1e-12)."""
     b, e = features.shape[:2]
     return F.normalize(features.reshape(b, e, -1).transpose(1, 2), dim=-1, eps=1e-12)
 
@@ -116,7 +148,7 @@ def _label_volume(labels: Tensor) -> Tensor:
 
 
 def downsample_labels(labels: Tensor, factor: int = 8, mode: str = "trilinear") -> Tensor:
-    """One binary label per embedding cell, ``(B, H, W, D) -> (B, N)`` float 0./1. (dycon.md §3.3).
+    """One binary label per embedding cell, ``(B, H, W, D) -> (B, N)`` float 0./1.
 
     ``"trilinear"`` (official HEAD): trilinear resize by scale ``1/factor`` (align_corners False), then strictly
     ``> 0.5``; for even ``factor`` a cell is foreground iff at least 5 of the 8 central voxels of its block are.
@@ -142,12 +174,12 @@ def teacher_pseudo_labels(teacher_logits: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Supervised and consistency losses (dycon.md §4.1-4.3)
+# Supervised and consistency losses
 # --------------------------------------------------------------------------------------------------------------
 
 
 def squared_dice_loss(prob_fg: Tensor, target: Tensor, smooth: float = 1e-5) -> Tensor:
-    """``1 - (2 sum p y + s) / (sum p^2 + sum y^2 + s)`` over the whole batch at once (dycon.md §4.1).
+    """``1 - (2 sum p y + s) / (sum p^2 + sum y^2 + s)`` over the whole batch at once.
 
     ``prob_fg``: foreground probabilities ``(B, *S)``; ``target``: bool/int foreground mask ``(B, *S)``. Equals
     MONAI ``DiceLoss(include_background=False, to_onehot_y=True, squared_pred=True, batch=True,
@@ -159,7 +191,7 @@ def squared_dice_loss(prob_fg: Tensor, target: Tensor, smooth: float = 1e-5) -> 
 
 
 def dycon_supervised_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """``(CE, Dice)`` of the labeled half (dycon.md §4.1); ``L_sup = CE + Dice``.
+    """``(CE, Dice)`` of the labeled half; ``L_sup = CE + Dice``.
 
     CE: mean multi-class cross-entropy over all voxels; Dice: :func:`squared_dice_loss` of the softmax foreground
     channel against ``labels == 1``. ``labels``: int64 ``(B_l, *S)`` (a ``(B_l, 1, *S)`` map is accepted).
@@ -173,7 +205,7 @@ def dycon_supervised_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tenso
 
 
 def mt_consistency_loss(student_probs: Tensor, teacher_probs: Tensor) -> Tensor:
-    """Plain Mean-Teacher MSE ``mean((softmax(P_s) - softmax(P_t))^2)`` on PROBABILITIES (dycon.md §4.2, §10 B5).
+    """Plain Mean-Teacher MSE ``mean((softmax(P_s) - softmax(P_t))^2)`` on PROBABILITIES (official code).
 
     The official code hands probabilities to ``softmax_mse_loss``, which applies a softmax again; this keeps that
     double softmax (parity). Mean over all ``B_u * C * H * W * D`` elements; the teacher is a constant.
@@ -188,12 +220,12 @@ def _entropy(probs: Tensor, eps: float) -> Tensor:
 
 
 def uncl_loss(student_logits: Tensor, teacher_logits: Tensor, beta: float, eps: float = 1e-6) -> Tensor:
-    """UnCL, the uncertainty-aware consistency of dycon.md §4.3 (paper: UnCL; official ``UnCLoss``).
+    """UnCL, the paper's uncertainty-aware consistency loss (official ``UnCLoss``).
 
     ``p = softmax(s)``, ``q = softmax(t)``, ``H_s``, ``H_t`` their entropies (natural log, ``eps`` inside the log);
     ``UnCL = mean_{b,v}[ sum_c (p_c - q_c)^2 / (exp(beta H_s) + exp(beta H_t)) ] + beta * mean_{b,v}[H_s + H_t]``.
     Gradient reaches the student through ``p`` and ``H_s``; the teacher is a constant. Computed as the formula,
-    without the official ``[B, B, *S]`` broadcast (same mean, dycon.md §10 B6).
+    without the official ``[B, B, *S]`` broadcast (same mean).
     """
     p = torch.softmax(student_logits, dim=1)
     q = torch.softmax(teacher_logits.detach(), dim=1)
@@ -203,12 +235,12 @@ def uncl_loss(student_logits: Tensor, teacher_logits: Tensor, beta: float, eps: 
 
 
 # --------------------------------------------------------------------------------------------------------------
-# FeCL (dycon.md §4.5)
+# FeCL: the paper's focal entropy-aware contrastive loss
 # --------------------------------------------------------------------------------------------------------------
 
 
 def gambling_softmax(logits: Tensor) -> Tensor:
-    """The paper's "gambling softmax": an ordinary softmax over classes (dycon.md §4.5, §10 B7).
+    """The paper's "gambling softmax": an ordinary softmax over classes.
 
     The official form ``exp(l) / (sum exp(l) + 1e-18)`` has no max-subtraction and overflows for large logits;
     the stable softmax gives the same values wherever the naive form is finite (up to the 1e-18).
@@ -217,7 +249,7 @@ def gambling_softmax(logits: Tensor) -> Tensor:
 
 
 def patch_entropy(logits: Tensor, factor: int = 8) -> Tensor:
-    """Per-cell entropy weights for FeCL's optional entropy weighting, ``(B, C, H, W, D) -> (B, N)`` (dycon.md §4.5).
+    """Per-cell entropy weights for FeCL's optional entropy weighting, ``(B, C, H, W, D) -> (B, N)``.
 
     Entropy ``-sum_c p log(p + 1e-6)`` of :func:`gambling_softmax`, trilinear resize by ``1/factor``
     (align_corners False), flattened in C order. Give it the same batch slice as the embeddings it weights.
@@ -240,7 +272,7 @@ def fecl_loss(
     lambda_cross: float = 1.0,
     entropy_weights: Tensor | None = None,
 ) -> Tensor:
-    """FeCL, the focal entropy-aware contrastive loss with teacher hard negatives (dycon.md §4.5, official code).
+    """FeCL, the focal entropy-aware contrastive loss with teacher hard negatives (official code).
 
     Per volume b (pairs never cross volumes; every cell is an anchor), with normalised student embeddings ``z``,
     cell labels ``y`` and, optionally, normalised teacher embeddings ``z~``:
@@ -248,18 +280,18 @@ def fecl_loss(
     1. ``P_ij = [y_i = y_j]`` (diagonal included), ``O_ij = [i != j]``;
     2. ``a_ij = O_ij <z_i, z_j> / tau`` (diagonal exactly 0);
     3. column shift ``m_j = max_i a_ij`` (a constant), ``e_ij = exp(a_ij - m_j)`` -- per COLUMN, so it does not
-       cancel below (dycon.md §10 D6, reproduced on purpose);
+       cancel below (official code, reproduced on purpose; bundles/dycon_la/docs/README.md, "Decisions");
     4. ``Z_i = sum_j (1 - P_ij) e_ij``;  5. ``r_ij = e_ij / (e_ij + Z_i + 1e-18)``;
     6. ``l_ij = -log(r_ij + 1e-18) P_ij O_ij``;  7. ``n_i = sum_j P_ij - 1``;
     8. focal weight ``w_ij = (1 - r_ij)^gamma`` (not detached; 1 without focal) -- the official negative focal
-       weight multiplies zero entries and is omitted (dycon.md §10 D5);
+       weight multiplies zero entries and is omitted;
     9. ``L_i = sum_j w_ij l_ij / (n_i + 1e-18)``; ``L_student = mean over all B*N anchors``.
        With ``entropy_weights u`` (optional, off in official training) instead
        ``L_student = mean_{b,i} u_bi sum_j l_ij / (n_i + 1e-18)``.
     10. teacher hard negatives: ``c_ij = <z_i, z~_j>``, ``theta = threshold_rampup(epoch, rampup_epochs, 0.3, 0.5)``,
         ``H = {(b, i, j): y_i != y_j, c_ij > theta}`` over the whole batch,
         ``L_cross = mean_H -log(max(1 - c_ij, 0) + 1e-18)`` (0 if H is empty; the clamp avoids a NaN when rounding
-        gives ``c > 1``, dycon.md §10 B13). Gradient reaches the student only.
+        gives ``c > 1``). Gradient reaches the student only.
     11. ``FeCL = L_student + lambda_cross * L_cross``.
 
     Args:
@@ -267,7 +299,7 @@ def fecl_loss(
         patch_labels: ``(B, N)`` or ``(B, 1, N)`` cell labels (0./1.).
         teacher_emb: ``(B, N, E)`` normalised teacher embeddings, or None to drop the teacher term.
         epoch: official epoch index (``t // ipe``) for the threshold ramp.
-        temperature, gamma, use_focal, rampup_epochs, lambda_cross: as in dycon.md §8.
+        temperature, gamma, use_focal, rampup_epochs, lambda_cross: defaults = official training settings.
         entropy_weights: ``(B, N)`` per-anchor weights (:func:`patch_entropy`) or None.
     """
     labels = patch_labels.reshape(patch_labels.shape[0], -1).to(student_emb.dtype)
@@ -305,7 +337,7 @@ def fecl_loss(
 
 
 # --------------------------------------------------------------------------------------------------------------
-# One training step's losses (dycon.md §5.2)
+# One training step's losses
 # --------------------------------------------------------------------------------------------------------------
 
 
@@ -330,15 +362,16 @@ def dycon_step_losses(
     beta: float,
     cfg: Any = None,
 ) -> dict[str, Any]:
-    """All losses of one DyCON iteration (dycon.md §5.2, §4.6); ``loss`` keeps its graph, ``mask`` is ``(B, N)``.
+    """All losses of one DyCON iteration; ``loss`` keeps its graph, ``mask`` is ``(B, N)``.
 
     ``L = l_weight (CE + Dice) + w_c(t) L_mse + u_weight (FeCL + UnCL)`` with ``w_c(t) = consistency_weight(t,
     consistency, consistency_rampup, consistency_iters_per_unit)``, ``L_mse`` on the unlabeled rows
     (``labeled_bs:``), UnCL on the whole batch and FeCL on ``fecl_part`` ("unlabeled": rows ``labeled_bs:``;
     "all": every row). FeCL cell labels come from ``labels`` for labeled rows and, for unlabeled rows, from the
-    teacher's argmax (``fecl_label_source="teacher"``, the project default, dycon.md §10 D1) or from ``labels``
-    (``"ground_truth"``: the official behaviour, which reads the labels of the unlabeled volumes -- a label leak
-    kept for parity/diagnosis only). Unlabeled rows of ``labels`` are read only in the ``"ground_truth"`` mode.
+    teacher's argmax (``fecl_label_source="teacher"``, the project default) or from ``labels`` (``"ground_truth"``:
+    the official behaviour, which reads the labels of the unlabeled volumes -- a label leak kept for
+    parity/diagnosis only; bundles/dycon_la/docs/README.md, "Decisions"). Unlabeled rows of ``labels`` are read
+    only in the ``"ground_truth"`` mode.
 
     Args:
         stud_logits, ema_logits: ``(B, C, H, W, D)`` student / teacher logits.
@@ -346,7 +379,8 @@ def dycon_step_losses(
         labels: int ``(B, H, W, D)`` (or ``(B, 1, H, W, D)``).
         labeled_bs: number of labeled rows at the start of the batch.
         iter_num: 0-based iteration (consistency ramp). epoch: official epoch (FeCL threshold). beta: UnCL beta.
-        cfg: mapping or attribute object with the keys of ``DEFAULT_LOSS_CONFIG`` (missing keys take the defaults).
+        cfg: a :class:`DyCONLossConfig`, or a mapping / attribute object with some of its fields (missing ones take
+            the defaults).
 
     Returns:
         ``{loss_seg, loss_seg_dice, consistency_weight (float), consistency_loss, f_loss, u_loss, loss, mask}``.
@@ -375,7 +409,7 @@ def dycon_step_losses(
     mask = downsample_labels(fecl_labels, factor, _cfg(cfg, "mask_mode"))
     grid = tuple(stud_features.shape[2:])
     expected = tuple(s // factor for s in labels.shape[1:])
-    if grid != expected:  # dycon.md §10 B12: the mask factor must match the embedding grid
+    if grid != expected:  # the mask factor must match the embedding grid
         raise ValueError(
             f"mask_factor {factor} gives a {expected} label grid but the embeddings are {grid}; "
             "use mask_factor = 16 / embed_upsample"
@@ -385,7 +419,7 @@ def dycon_step_losses(
     rows = slice(lb, None) if part == "unlabeled" else slice(None)
     entropy_weights = None
     if _cfg(cfg, "use_entropy_weights"):
-        entropy_weights = patch_entropy(stud_logits[rows], factor)  # same slice as the embeddings (§10 B7)
+        entropy_weights = patch_entropy(stud_logits[rows], factor)  # same slice as the embeddings
     f_loss = fecl_loss(
         stud_emb[rows],
         mask[rows].to(stud_emb.dtype),
@@ -417,12 +451,12 @@ def dycon_step_losses(
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Post-processing (dycon.md §7.2, component 17)
+# Post-processing
 # --------------------------------------------------------------------------------------------------------------
 
 
 def largest_connected_component(seg: Any) -> np.ndarray:
-    """Keep the largest 26-connected foreground component of a 3-D mask, as a bool array (dycon.md §7.2).
+    """Keep the largest 26-connected foreground component of a 3-D mask, as a bool array (official test script).
 
     Exact ties go to the component met first in raster-scan order (lowest ``scipy.ndimage.label`` index, what
     the official label + bincount + argmax does; MONAI ``KeepLargestConnectedComponent`` keeps the later one).

@@ -1,19 +1,26 @@
-"""ALHVR (Lei et al., ICCV 2025): adaptive learning of high-value regions, official-code semantics (alhvr.md).
+"""ALHVR (Lei et al., ICCV 2025): adaptive learning of high-value regions, official-code semantics.
 
-Two networks A (``network``, the evaluated one: the project reports net A's best-validation checkpoint, §8.1 /
-§11 #17) and B (``network_2``) of the same class, trained jointly from independent initialisations. Each runs its
-encoder once and its decoder on clean and feature-perturbed maps (``forward_train``). Per iteration (§10):
+Two networks A (``network``, the evaluated one: the project reports net A's best-validation checkpoint, see
+bundles/alhvr_acdc/docs/README.md) and B (``network_2``) of the same class, trained jointly from independent
+initialisations. Each runs its encoder once and its decoder on clean and feature-perturbed maps
+(``forward_train``). Per iteration (the paper's total loss with the official ramp):
 
-* supervised: ``CE + Dice_code`` on the labeled rows' clean logits of each net (§5);
+* supervised: ``CE + Dice_code`` on the labeled rows' clean logits of each net;
 * unlabeled rows: adaptive threshold γ from the perturbed confidences of both nets and the region partition
   Ω1 (no loss) / Ω2_a, Ω2_b (CG-CPCL, cross prototypes) / Ω3 (DTCT, dynamic-teacher MSE + masked entropies);
 * ``L = Σ_x L_sup,x + λ(t) (L_dtct,x + L_ce,x + L_cos,x)``, λ(t) = ``consistency_weight(t, 0.1, 200, 150)``.
+
+The step itself is :func:`~..losses.alhvr.alhvr_step_losses` (pure, on the four outputs of each net); the method
+holds its hyper-parameters once (:class:`ALHVRSettings`, the step's keyword arguments), runs the networks in the
+official order and logs the terms.
 
 One backward pass; the engine's single SGD optimiser over both networks' parameters is equivalent to the official
 two optimisers with identical settings (SGD is per-parameter).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -25,11 +32,13 @@ from ..losses.alhvr import (
     alhvr_step_losses,
     alhvr_supervised_loss,
 )
-from .alhvr_inspect import alhvr_region_map
-from .base import Batch, SemiSupervisedMethod, as_label_map
-from .inspect_maps import preserved_rng_states
+from .base import Batch, SemiSupervisedMethod, as_label_map, preserved_rng_states
 
-__all__ = ["ALHVR"]
+__all__ = ["ALHVR", "ALHVRSettings", "REGION_CODES", "alhvr_region_map"]
+
+# one uint8 code per region: 0 = Ω1 reliable/stable (no loss), 1 = Ω2_a (A learns from B), 2 = Ω2_b (B learns
+# from A), 3 = Ω3 (DTCT)
+REGION_CODES = {"omega1": 0, "omega2_a": 1, "omega2_b": 2, "omega3": 3}
 
 # entries of alhvr_step_losses that are logged, under the method's names
 _LOGGED = {
@@ -46,7 +55,37 @@ _LOGGED = {
     "gamma": "gamma",
     "weight": "cons_weight",
 }
-_REGIONS = ("omega1", "omega2_a", "omega2_b", "omega3")
+
+
+def alhvr_region_map(omega1: Tensor, omega2_a: Tensor, omega2_b: Tensor, omega3: Tensor) -> Tensor:
+    """One ``uint8`` map ``[U, *S]`` of the region partition (codes :data:`REGION_CODES`), detached, on the CPU.
+
+    Raises ``ValueError`` if the masks do not partition the pixels (each pixel in exactly one region).
+    """
+    masks = [m.detach().to("cpu", torch.bool) for m in (omega1, omega2_a, omega2_b, omega3)]
+    counts = sum(m.to(torch.uint8) for m in masks)
+    if not bool((counts == 1).all()):
+        raise ValueError("the region masks must partition the pixels (each pixel in exactly one region)")
+    out = torch.zeros(masks[0].shape, dtype=torch.uint8)
+    for mask, code in zip(masks, REGION_CODES.values(), strict=True):
+        out[mask] = code
+    return out
+
+
+@dataclass(frozen=True)
+class ALHVRSettings:
+    """The hyper-parameters of one ALHVR step, named as :func:`~..losses.alhvr.alhvr_step_losses`'s arguments."""
+
+    num_classes: int
+    beta: float
+    temperature: float
+    consistency: float
+    rampup_length: float
+    scaler: float
+    rampup_epoch_len: int
+    cross_sample_mask: bool
+    detach_teacher: bool
+    detach_prototypes: bool
 
 
 class ALHVR(SemiSupervisedMethod):
@@ -62,11 +101,11 @@ class ALHVR(SemiSupervisedMethod):
         consistency_rampup: ramp length in "epochs" (200).
         rampup_epoch_len: iterations per ramp "epoch" (150; λ uses ``t // 150``).
         scaler: cosine-logit multiplier of CG-CPCL (1).
-        cross_sample_mask: True = the official CE-mask broadcast (§11 #5); False = per-pixel masked mean.
-        detach_teacher: stop the gradient through the DTCT teacher (official: False, §11 #8).
-        detach_prototypes: stop the gradient through the prototypes (official: False, §11 #8).
+        cross_sample_mask: True = the official CE-mask broadcast; False = per-pixel masked mean.
+        detach_teacher: stop the gradient through the DTCT teacher (official: False).
+        detach_prototypes: stop the gradient through the prototypes (official: False).
         keep_regions: keep the last batch's region map (``uint8 [U, *S]``, codes of
-            :data:`~.alhvr_inspect.REGION_CODES`) in ``last_regions`` and γ in ``last_gamma`` for inspection.
+            :data:`REGION_CODES`) in ``last_regions`` and γ in ``last_gamma`` for inspection.
     """
 
     def __init__(
@@ -90,16 +129,18 @@ class ALHVR(SemiSupervisedMethod):
         super().__init__({"network": network, "network_2": network_2})
         self.network = network
         self.network_2 = network_2
-        self.num_classes = num_classes
-        self.beta = beta
-        self.temperature = temperature
-        self.consistency = consistency
-        self.consistency_rampup = consistency_rampup
-        self.rampup_epoch_len = rampup_epoch_len
-        self.scaler = scaler
-        self.cross_sample_mask = cross_sample_mask
-        self.detach_teacher = detach_teacher
-        self.detach_prototypes = detach_prototypes
+        self.settings = ALHVRSettings(
+            num_classes,
+            beta,
+            temperature,
+            consistency,
+            consistency_rampup,  # the step's rampup_length
+            scaler,
+            rampup_epoch_len,
+            cross_sample_mask,
+            detach_teacher,
+            detach_prototypes,
+        )
         self.keep_regions = keep_regions
         self.last_regions: Tensor | None = None
         self.last_gamma: float | None = None
@@ -111,7 +152,7 @@ class ALHVR(SemiSupervisedMethod):
         losses = {}
         for name, net in (("a", self.network), ("b", self.network_2)):
             logits_clean = net.forward_train(labeled["image"])[0]
-            losses[name] = alhvr_supervised_loss(logits_clean, label, self.num_classes)[2]
+            losses[name] = alhvr_supervised_loss(logits_clean, label, self.settings.num_classes)[2]
         total = losses["a"] + losses["b"]
         return {
             "loss": total,
@@ -122,8 +163,8 @@ class ALHVR(SemiSupervisedMethod):
 
     @torch.no_grad()
     def inspection_maps(self, image: Tensor) -> dict[str, Tensor]:
-        """Region map (``"regions"``, ``uint8 [N, *S]``, codes of :data:`~.alhvr_inspect.REGION_CODES`) of ``image``
-        taken as an unlabeled batch: γ and the partition from both nets' perturbed confidences (alhvr.md §2.2-2.3).
+        """Region map (``"regions"``, ``uint8 [N, *S]``, codes of :data:`REGION_CODES`) of ``image``
+        taken as an unlabeled batch: γ and the partition from both nets' perturbed confidences, as in a step.
 
         For inspection, not training: both nets run in eval mode (running BatchNorm statistics, no dropout, no
         statistics updated) and the random perturbation draws happen inside forked RNG states, so calling this
@@ -138,7 +179,7 @@ class ALHVR(SemiSupervisedMethod):
         finally:
             for net, mode in zip((self.network, self.network_2), modes, strict=True):
                 net.train(mode)
-        gamma = alhvr_adaptive_threshold(conf[0], conf[1], self.beta)
+        gamma = alhvr_adaptive_threshold(conf[0], conf[1], self.settings.beta)
         return {"regions": alhvr_region_map(*alhvr_region_masks(conf[0], conf[1], gamma))}
 
     @property
@@ -154,30 +195,15 @@ class ALHVR(SemiSupervisedMethod):
         # net A first, then net B, as the official loop (the perturbation draws follow that order)
         out_a = self.network.forward_train(image)
         out_b = self.network_2.forward_train(image)
-        terms = alhvr_step_losses(
-            out_a,
-            out_b,
-            as_label_map(labeled["label"]),
-            n_labeled,
-            self.num_classes,
-            iteration,
-            self.beta,
-            self.temperature,
-            self.consistency,
-            self.consistency_rampup,
-            self.scaler,
-            rampup_epoch_len=self.rampup_epoch_len,
-            cross_sample_mask=self.cross_sample_mask,
-            detach_teacher=self.detach_teacher,
-            detach_prototypes=self.detach_prototypes,
-        )
+        label = as_label_map(labeled["label"])
+        terms = alhvr_step_losses(out_a, out_b, label, n_labeled, iter_num=iteration, **vars(self.settings))
         if self.keep_regions:
-            self.last_regions = alhvr_region_map(*(terms[key] for key in _REGIONS))
+            self.last_regions = alhvr_region_map(*(terms[key] for key in REGION_CODES))
             self.last_gamma = float(terms["gamma"])
 
         losses = {"loss": terms["loss"], "loss_sup": (terms["sup_a"] + terms["sup_b"]).detach()}
         losses.update({new: terms[old].detach().float() for old, new in _LOGGED.items()})
         num_pixels = terms["omega1"].numel()
-        for key in _REGIONS:  # fraction of the unlabeled pixels in each region
+        for key in REGION_CODES:  # fraction of the unlabeled pixels in each region
             losses[f"frac_{key}"] = terms[key].sum().float().detach() / num_pixels
         return losses

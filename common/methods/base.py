@@ -7,8 +7,11 @@ the optimiser on ``losses["loss"]`` and calls the method's hooks at the named mo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import random
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -74,3 +77,19 @@ def as_label_map(label: Tensor) -> Tensor:
 def gaussian_noise(x: Tensor, std: float, clip: float) -> Tensor:
     """Additive noise ``clamp(N(0, std^2), -clip, clip)`` used on the teacher's input (SSL4MIS MT/UA-MT)."""
     return torch.clamp(torch.randn_like(x) * std, -clip, clip)
+
+
+@contextmanager
+def preserved_rng_states() -> Iterator[None]:
+    """Restore Python's, NumPy's and torch's global generators on exit (CPU; CUDA devices too when present).
+
+    An inspection pass that draws random perturbations inside this block leaves the training run's random
+    stream exactly as it was, so saving maps never changes the trained weights.
+    """
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)

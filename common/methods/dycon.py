@@ -1,21 +1,14 @@
-"""DyCON (Assefa et al., CVPR 2025): Mean Teacher with UnCL and FeCL on the shared engine (dycon.md §5)."""
+"""DyCON (Assefa et al., CVPR 2025): Mean Teacher with UnCL and FeCL on the shared engine."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..losses.dycon import (
-    FECL_LABEL_SOURCES,
-    FECL_PARTS,
-    MASK_MODES,
-    adaptive_beta,
-    dycon_step_losses,
-    dycon_supervised_loss,
-    threshold_rampup,
-)
+from ..losses.dycon import DyCONLossConfig, adaptive_beta, dycon_step_losses, dycon_supervised_loss, threshold_rampup
 from ..schedules import ema_update_, ema_warmup_decay
 from .base import HOOK_OPTIMIZER_STEPPED, Batch, SemiSupervisedMethod, as_label_map, forward_train, gaussian_noise
 
@@ -25,22 +18,24 @@ logger = logging.getLogger(__name__)
 
 
 class DyCON(SemiSupervisedMethod):
-    """DyCON: a Mean Teacher whose student also learns from UnCL and FeCL (dycon.md §1, §4, §5).
+    """DyCON: a Mean Teacher whose student also learns from UnCL and FeCL.
 
-    Per iteration (dycon.md §5.1, §5.2): the student (``forward_train`` -> ``(aux, logits, emb)``) sees the
+    Per iteration (the official training loop): the student (``forward_train`` -> ``(aux, logits, emb)``) sees the
     labeled and unlabeled images as ONE batch (labeled rows first); the teacher, in train mode and without
     gradient, sees the same batch plus ``clamp(N(0, noise_std^2), +-noise_clip)``. Losses
-    (:func:`common.losses.dycon.dycon_step_losses`):
+    (:func:`~..losses.dycon.dycon_step_losses`, with the method's :class:`~..losses.dycon.DyCONLossConfig` as
+    ``cfg``):
     ``L = l_weight (CE + Dice)[labeled] + w_c(t) MSE[unlabeled] + u_weight (FeCL[fecl_part] + UnCL[all rows])``
     with ``w_c(t) = consistency * sigmoid_rampup(t // consistency_iters_per_unit, consistency_rampup)``.
     After each optimiser step (the "optimizer_stepped" hook) the teacher's parameters follow the student's by
     EMA with decay ``min(1 - 1/(t+1), ema_decay)`` (parameters only; the teacher's BatchNorm statistics come from
     its own forwards). The teacher starts as a copy of the student (equivalent to the official independent init
-    after the first update, dycon.md §10 B10). Gradient-norm clipping (1.0) is the engine's ``clip_grad_norm``.
+    after the first update; bundles/dycon_la/docs/README.md, "Decisions"). Gradient-norm clipping (1.0) is the
+    engine's ``clip_grad_norm``.
 
-    Epoch-based schedules, converted to iterations (dycon.md §0, §6.3): the official code counts epochs as passes
-    over the labeled set, ``ipe = floor(n_labeled / labeled_bs)`` iterations each (``iters_per_epoch`` here). At
-    0-based iteration ``t`` the epoch is ``e = t // iters_per_epoch`` and the number of epochs is
+    Epoch-based schedules, converted to iterations: the official code counts epochs as passes over the labeled set,
+    ``ipe = floor(n_labeled / labeled_bs)`` iterations each (``iters_per_epoch`` here). At 0-based iteration ``t``
+    the epoch is ``e = t // iters_per_epoch`` and the number of epochs is
     ``E_max = max_iterations // iters_per_epoch + 1``. Then
     * UnCL ``beta(t) = adaptive_beta(e, E_max, beta_max, beta_min)`` (constant within an epoch), or ``static_beta``;
     * the FeCL teacher hard-negative threshold ``threshold_rampup(e, fecl_rampup_epochs, 0.3, 0.5)`` ramps over
@@ -48,12 +43,12 @@ class DyCON(SemiSupervisedMethod):
       Pancreas 12 labeled: 4500; BraTS 25 labeled: 9000; ISLES 10 labeled: 3000).
     The MT-MSE ramp counts units of ``consistency_iters_per_unit`` (150) iterations, independent of ``ipe``.
 
-    FeCL labels of the unlabeled rows (dycon.md §10 D1): ``fecl_label_source="teacher"`` (default) uses the
-    teacher's argmax of the same step. ``"ground_truth"`` is the official behaviour: it reads the labels of the
-    "unlabeled" volumes, a label leak that breaks the semi-supervised protocol, so it is a parity/diagnosis option
-    only and must never produce reported numbers. The engine never hands labels of unlabeled images to a method
-    (the data contract removes them before any transform), so in that mode ``compute_losses`` uses a ``"label"``
-    entry of the unlabeled batch when one is present (direct calls, diagnostics) and otherwise raises a
+    FeCL labels of the unlabeled rows (bundles/dycon_la/docs/README.md, "Decisions"): ``fecl_label_source="teacher"``
+    (default) uses the teacher's argmax of the same step. ``"ground_truth"`` is the official behaviour: it reads the
+    labels of the "unlabeled" volumes, a label leak that breaks the semi-supervised protocol, so it is a
+    parity/diagnosis option only and must never produce reported numbers. The engine never hands labels of unlabeled
+    images to a method (the data contract removes them before any transform), so in that mode ``compute_losses`` uses a
+    ``"label"`` entry of the unlabeled batch when one is present (direct calls, diagnostics) and otherwise raises a
     ``ValueError`` saying why; with this project's engine and bundles it therefore cannot run.
 
     A non-finite total loss is not skipped here (the official loop skips the step); the engine raises instead.
@@ -63,16 +58,14 @@ class DyCON(SemiSupervisedMethod):
         teacher: a network of the same architecture (its weights are overwritten by the student's).
         max_iterations: training length ``T_max`` (sets ``E_max``).
         iters_per_epoch: official epoch length ``ipe = max(1, num_labeled // labeled_batch_size)``.
-        l_weight, u_weight: weights of the supervised loss and of (FeCL + UnCL) (1.0, 0.5).
-        consistency, consistency_rampup, consistency_iters_per_unit: MT-MSE ramp (0.1, 200, 150).
         beta_max, beta_min: UnCL beta schedule end points (5.0, 0.5); static_beta: fixed beta (ablation) or None.
-        temperature, gamma, use_focal, use_teacher_hn, fecl_rampup_epochs, lambda_cross, use_entropy_weights:
-            FeCL settings (0.6, 2.0, True, True, 1500, 1.0, False).
-        mask_factor: label-downsampling factor, ``16 / embed_upsample`` (8); checked against the embedding grid.
-        mask_mode: "trilinear" (official HEAD) or "avgpool" (release cd2d514).
-        fecl_part: "unlabeled" (official HEAD) or "all" (release cd2d514; labeled rows use their ground truth).
-        fecl_label_source: "teacher" (default) or "ground_truth" (label leak, parity only; see above).
         ema_decay: EMA decay bound (0.99). noise_std, noise_clip: teacher input noise (0.1, 0.2).
+        **loss_settings: fields of :class:`~..losses.dycon.DyCONLossConfig`, held once in ``loss_config`` and
+            passed as the step's ``cfg``: ``l_weight``, ``u_weight`` (1.0, 0.5); the MT-MSE ramp ``consistency``,
+            ``consistency_rampup``, ``consistency_iters_per_unit`` (0.1, 200, 150); FeCL's ``temperature``,
+            ``gamma``, ``use_focal``, ``use_teacher_hn``, ``fecl_rampup_epochs``, ``lambda_cross``,
+            ``use_entropy_weights`` (0.6, 2.0, True, True, 1500, 1.0, False); ``mask_factor`` (8), ``mask_mode``
+            ("trilinear"), ``fecl_part`` ("unlabeled"), ``fecl_label_source`` ("teacher"; see above).
     """
 
     def __init__(
@@ -81,40 +74,19 @@ class DyCON(SemiSupervisedMethod):
         teacher: nn.Module,
         max_iterations: int,
         iters_per_epoch: int = 1,
-        l_weight: float = 1.0,
-        u_weight: float = 0.5,
-        consistency: float = 0.1,
-        consistency_rampup: float = 200.0,
-        consistency_iters_per_unit: int = 150,
         beta_max: float = 5.0,
         beta_min: float = 0.5,
         static_beta: float | None = None,
-        temperature: float = 0.6,
-        gamma: float = 2.0,
-        use_focal: bool = True,
-        use_teacher_hn: bool = True,
-        fecl_rampup_epochs: float = 1500.0,
-        lambda_cross: float = 1.0,
-        use_entropy_weights: bool = False,
-        mask_factor: int = 8,
-        mask_mode: str = "trilinear",
-        fecl_part: str = "unlabeled",
-        fecl_label_source: str = "teacher",
         ema_decay: float = 0.99,
         noise_std: float = 0.1,
         noise_clip: float = 0.2,
+        **loss_settings: Any,
     ) -> None:
         super().__init__({"network": network, "teacher": teacher})
         if iters_per_epoch < 1 or max_iterations < 1:
             raise ValueError(f"iters_per_epoch and max_iterations must be >= 1, got {iters_per_epoch}/{max_iterations}")
-        for name, value, allowed in (
-            ("fecl_label_source", fecl_label_source, FECL_LABEL_SOURCES),
-            ("fecl_part", fecl_part, FECL_PARTS),
-            ("mask_mode", mask_mode, MASK_MODES),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-        if fecl_label_source == "ground_truth":
+        self.loss_config = DyCONLossConfig(**loss_settings)
+        if self.loss_config.fecl_label_source == "ground_truth":
             logger.warning(
                 "DyCON fecl_label_source='ground_truth' reads the labels of unlabeled volumes (the official code's "
                 "label leak): parity/diagnosis only, never for reported results."
@@ -131,29 +103,9 @@ class DyCON(SemiSupervisedMethod):
         self.beta_max = beta_max
         self.beta_min = beta_min
         self.static_beta = static_beta
-        self.fecl_rampup_epochs = fecl_rampup_epochs
         self.ema_decay = ema_decay
         self.noise_std = noise_std
         self.noise_clip = noise_clip
-        self.fecl_label_source = fecl_label_source
-        self.loss_config = {
-            "l_weight": l_weight,
-            "u_weight": u_weight,
-            "consistency": consistency,
-            "consistency_rampup": consistency_rampup,
-            "consistency_iters_per_unit": consistency_iters_per_unit,
-            "temperature": temperature,
-            "gamma": gamma,
-            "use_focal": use_focal,
-            "use_teacher_hn": use_teacher_hn,
-            "fecl_rampup_epochs": fecl_rampup_epochs,
-            "lambda_cross": lambda_cross,
-            "use_entropy_weights": use_entropy_weights,
-            "mask_factor": mask_factor,
-            "mask_mode": mask_mode,
-            "fecl_part": fecl_part,
-            "fecl_label_source": fecl_label_source,
-        }
 
     def epoch(self, iteration: int) -> int:
         """Official epoch index of 0-based ``iteration``: ``iteration // iters_per_epoch``."""
@@ -167,17 +119,17 @@ class DyCON(SemiSupervisedMethod):
 
     def fecl_threshold(self, iteration: int) -> float:
         """Teacher hard-negative cosine threshold at ``iteration`` (0.3 -> 0.5 over ``fecl_rampup_epochs``)."""
-        return threshold_rampup(self.epoch(iteration), self.fecl_rampup_epochs, 0.3, 0.5)
+        return threshold_rampup(self.epoch(iteration), self.loss_config.fecl_rampup_epochs, 0.3, 0.5)
 
     def _unlabeled_labels(self, unlabeled: Batch, like: Tensor) -> Tensor:
         """Label rows for the unlabeled images: zeros (never read) or, in the leak mode, their ground truth."""
-        if self.fecl_label_source != "ground_truth":
+        if self.loss_config.fecl_label_source != "ground_truth":
             return torch.zeros_like(like[:, 0], dtype=torch.long)
         if "label" not in unlabeled:
             raise ValueError(
                 "DyCON fecl_label_source='ground_truth' needs the labels of the unlabeled images, but this "
                 "project's data contract removes them before any transform and the engine passes only 'image' for "
-                "the unlabeled stream. This official-code mode (a label leak, dycon.md §10 D1) cannot run with the "
+                "the unlabeled stream. This official-code mode (a label leak) cannot run with the "
                 "project's engine; use fecl_label_source='teacher'."
             )
         return as_label_map(unlabeled["label"])
@@ -186,7 +138,7 @@ class DyCON(SemiSupervisedMethod):
         if unlabeled is None:  # no unlabeled stream (none, or empty with allow_supervised_only): supervised part
             _, logits, _ = forward_train(self.network, labeled["image"])
             ce, dice = dycon_supervised_loss(logits, as_label_map(labeled["label"]))
-            loss = self.loss_config["l_weight"] * (ce + dice)
+            loss = self.loss_config.l_weight * (ce + dice)
             sup = (ce + dice).detach()
             return {"loss": loss, "loss_sup": sup, "loss_seg": ce.detach(), "loss_seg_dice": dice.detach()}
 
