@@ -1,4 +1,4 @@
-"""Paper-compatible segmentation metrics: medpy ``dc``/``jc``/``hd95``/``asd`` semantics (protocol.md §3).
+"""Paper-compatible segmentation metrics: medpy ``dc``/``jc``/``hd95``/``asd`` semantics (README.md, "Evaluate").
 
 Every reference line (SSL4MIS, UA-MT → MC-Net/MCF, CoraNet, DyCON, ALHVR) evaluates with
 ``medpy.metric.binary`` on binary masks **without** ``voxelspacing``, so the default here is ``spacing=None``
@@ -117,14 +117,14 @@ def jaccard_index(pred: Any, gt: Any) -> float:
 
 
 def precision_recall(pred: Any, gt: Any, eps: float = 1e-6) -> tuple[float, float]:
-    """CoraNet ``statistic.pre_rec`` (coranet.md §10): ``(|P∩G| / (|P| + eps), |P∩G| / (|G| + eps))``."""
+    """CoraNet ``pre_rec`` (official ``utils1/statistic.py``): ``(|P∩G| / (|P| + eps), |P∩G| / (|G| + eps))``."""
     p, g = _binary_pair(pred, gt)
     tp = float(np.count_nonzero(p & g))
     return tp / (float(np.count_nonzero(p)) + eps), tp / (float(np.count_nonzero(g)) + eps)
 
 
 def dice_ratio(pred: Any, gt: Any, eps: float = 1e-6) -> float:
-    """CoraNet's pseudo-label quality log (coranet.md §4): ``2Σ(p·y) / (Σp + Σy + eps)`` on binarised inputs."""
+    """CoraNet's pseudo-label quality log (official ``dice_ratio``): ``2Σ(p·y) / (Σp + Σy + eps)``, binarised inputs."""
     p, g = _binary_pair(pred, gt)
     tp = float(np.count_nonzero(p & g))
     return 2.0 * tp / (float(np.count_nonzero(p)) + float(np.count_nonzero(g)) + eps)
@@ -182,7 +182,7 @@ def hd95_medpy(pred: Any, gt: Any, spacing: Spacing = None) -> float:
     """medpy ``hd95``: 95th percentile (linear) of the union of both directed surface-distance sets.
 
     Distances are in voxels with ``spacing=None`` (how every paper reports), otherwise in the spacing's unit.
-    Raises :class:`EmptyMaskError` (a ``ValueError``) when either mask is empty (protocol.md §3, coranet.md §13).
+    Raises :class:`EmptyMaskError` (a ``ValueError``) when either mask is empty, as medpy's ``hd95`` does.
     """
     p, g = _binary_pair(pred, gt)
     return _hd95_from(*_directed_distances(p, g, spacing))
@@ -212,7 +212,7 @@ def _medpy_four(p: np.ndarray, g: np.ndarray, spacing: Spacing) -> tuple[float, 
 def case_metrics(
     pred: Any, gt: Any, empty_gt: str = "raise", *, spacing: Spacing = None
 ) -> tuple[float, float, float, float]:
-    """Per-case ``(dice, jaccard, hd95, asd)`` with medpy semantics, voxel units by default (coranet.md §13).
+    """Per-case ``(dice, jaccard, hd95, asd)`` with medpy semantics, voxel units by default (the papers' test scripts).
 
     Empty-mask rules, in this order:
 
@@ -220,8 +220,8 @@ def case_metrics(
       (flattering for the distances; count such cases, see :func:`multiclass_case_metrics`). This includes the case
       where the ground truth is empty too, exactly as in those scripts.
     * empty ground truth with a non-empty prediction → ``ValueError`` (medpy's ``hd95`` would raise), unless
-      ``empty_gt="zero"``, DyCON's rule (dycon.md §7.3 "empty ground truth → HD95 = ASD = 0"; Dice and
-      Jaccard are 0 anyway) → ``(0, 0, 0, 0)``.
+      ``empty_gt="zero"``, DyCON's rule (official ``calculate_metric_percase`` of ``code/utils/test_3d_patch.py``:
+      empty ground truth → HD95 = ASD = 0; Dice and Jaccard are 0 anyway) → ``(0, 0, 0, 0)``.
 
     ``spacing`` (keyword only) gives the clearly-labelled physical variant; leave it ``None`` for paper numbers.
     """
@@ -238,7 +238,8 @@ def case_metrics(
 
 
 def alhvr_case_metrics(pred: Any, gt: Any) -> tuple[float, float, float, float]:
-    """ALHVR test helper (alhvr.md §8.2, §13): medpy ``(dc, jc, hd95, asd)`` in unit spacing, no empty guard.
+    """ALHVR's BraTS test helper (official ``train_ALHVR/code/test_bra_util.py``): medpy ``(dc, jc, hd95, asd)`` in
+    unit spacing, no empty guard.
 
     Raises :class:`EmptyMaskError` (``ValueError`` and ``RuntimeError``) on an empty prediction or ground truth,
     like the unguarded medpy calls of the official BraTS test script.
@@ -250,7 +251,7 @@ def alhvr_case_metrics(pred: Any, gt: Any) -> tuple[float, float, float, float]:
 def multiclass_case_metrics(
     pred_labels: Any, gt_labels: Any, class_ids: Sequence[int], spacing: Spacing = None
 ) -> list[dict[str, Any]]:
-    """Per-class paper metrics of one case from integer label maps (protocol.md §3, evaluation reports).
+    """Per-class paper metrics of one case from integer label maps (for the evaluation reports).
 
     One dict per entry of ``class_ids``, keys ``class_id, dice, jaccard, hd95, asd, empty_pred, empty_gt``:
 
