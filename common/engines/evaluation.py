@@ -48,7 +48,7 @@ def _case_name(tensor: Any, index: int) -> str:
 class SegmentationReport:
     """Collect per-case, per-class metrics from an evaluator and write ``metrics.csv`` and ``summary.json``.
 
-    Two families (protocol.md §3): the papers' medpy semantics on the evaluation grid in voxel units (Dice,
+    Two families (README.md, "Evaluate"): the papers' medpy semantics on the evaluation grid in voxel units (Dice,
     Jaccard, HD95 pooled over both directions, ASD prediction -> ground truth; an empty prediction scores 0 on
     all four, and the count of such cases is reported), and MONAI's native metrics with the image spacing in mm
     (``DiceMetric``, ``MeanIoU``, ``HausdorffDistanceMetric(percentile=95)``,

@@ -1,16 +1,21 @@
-"""CoraNet losses (Shi et al., IEEE TMI 2021; coranet.md §3-§7, component table §13).
+"""CoraNet losses (Shi et al., IEEE TMI 2021) as the official code koncle/CoraNet computes them.
 
-Conventions (coranet.md §13): logits ``(N, C, *S)``; labels ``(N, *S)`` int64 class indices (a ``(N, 1, *S)``
+Sources: ``train_ST_3D_VNet.py`` (the losses of both stages), ``utils1/loss.py`` (Dice) and ``utils1/utils.py``
+(``get_mask``, ``pred_unlabel``). Where the paper and the code differ the code is followed; the differences are
+listed in ``bundles/coranet_pancreas/docs/README.md`` ("Code vs paper").
+
+Conventions: logits ``(N, C, *S)``; labels ``(N, *S)`` int64 class indices (a ``(N, 1, *S)``
 label is accepted too); masks ``(N, *S)`` (or ``(N, 1, *S)``) bool or float, floats acting as weights. Every loss
 returns a 0-dim float32 tensor, differentiable with respect to the logits only, and computes its softmax in float32
 so that AMP does not change the value. A one-channel logit map (``C == 1``) is read as the sigmoid of the object
 class, i.e. as the two classes ``[1 - p, p]`` (the official ``get_probability``).
 
 Heads are accessed by name through :class:`~common.networks.coranet.CoraOutput` ``(main, rad, cons)``; the cost
-vectors are named by behaviour (paper semantics, coranet.md §2.1): ``w_cons = [a, 1, ...]`` makes background errors
+vectors are named by behaviour (paper semantics; the official variable names are inverted, see
+``networks/coranet.py``): ``w_cons = [a, 1, ...]`` makes background errors
 expensive (conservative), ``w_rad = [1, a, ...]`` object errors (radical).
 
-The shared pieces the component table lists are re-exported here unchanged: ``softmax_mse`` and
+The shared pieces CoraNet uses are re-exported here unchanged: ``softmax_mse`` and
 ``masked_softmax_mse`` (:mod:`.consistency`), ``sigmoid_rampup`` and ``ema_update_`` (``common.schedules``).
 """
 
@@ -44,16 +49,18 @@ __all__ = [
     "softmax_mse",
 ]
 
-# Cost vectors of the auxiliary heads' certain-region CE (coranet.md §5): "swapped" = official HEAD code (each
-# auxiliary head gets the OTHER head's vector, §15.1), "same" = each keeps its own, "none" = main head only.
+# Cost vectors of the auxiliary heads' certain-region CE (C-SN): "swapped" = official HEAD ``train_ST_3D_VNet.py``
+# (each auxiliary head gets the OTHER head's vector, likely unintended, kept for parity), "same" = each keeps its
+# own, "none" = main head only (as the paper's C-SN; the official code of commit 273e448, December 2021).
 CERTAIN_AUX_WEIGHTS = ("swapped", "same", "none")
 
 
 def cost_weight_vectors(n_classes: int, alpha: float = 5.0) -> tuple[Tensor, Tensor]:
-    """``(w_cons, w_rad)`` = ``([a, 1, ..., 1], [1, a, ..., a])``, float32 ``(C,)`` (coranet.md §3, Fig. 1).
+    """``(w_cons, w_rad)`` = ``([a, 1, ..., 1], [1, a, ..., a])``, float32 ``(C,)`` (paper Fig. 1: costs 1:5, 5:1).
 
     Index 0 is the background. Several foreground classes share the object cost (the project's multi-class
-    generalisation, coranet.md §3: background versus all foreground classes).
+    generalisation, background versus all foreground classes; the official code is binary, see
+    ``bundles/coranet_acdc/docs/README.md``).
     """
     if n_classes < 2:
         raise ValueError(f"cost vectors need at least 2 classes, got {n_classes}")
@@ -115,7 +122,7 @@ def _weights_of(target: Tensor, class_weights: Tensor | None, like: Tensor) -> T
 
 
 def cost_sensitive_ce(logits: Tensor, target: Tensor, class_weights: Tensor | None = None) -> Tensor:
-    """Weighted mean cross-entropy ``sum_v w[y_v] * nll_v / sum_v w[y_v]`` (coranet.md §3).
+    """Weighted mean cross-entropy ``sum_v w[y_v] * nll_v / sum_v w[y_v]`` (official ``CE_con`` / ``CE_rad``).
 
     Normalised by the sum of the weights (PyTorch ``CrossEntropyLoss(weight=...)`` semantics), not by the voxel
     count; ``class_weights=None`` is the plain mean.
@@ -129,9 +136,10 @@ def cost_sensitive_ce(logits: Tensor, target: Tensor, class_weights: Tensor | No
 def masked_ce(
     logits: Tensor, target: Tensor, mask: Tensor, class_weights: Tensor | None = None, eps: float = 1e-16
 ) -> Tensor:
-    """Certain-region CE ``sum_v m_v w[y_v] nll_v / (sum_v m_v + eps)`` (coranet.md §5, C-SN).
+    """Certain-region CE ``sum_v m_v w[y_v] nll_v / (sum_v m_v + eps)`` (the paper's C-SN).
 
-    Normalised by the mask count, not by the weights (official ``train_ST_3D_VNet.py``, §15.3); an empty mask
+    Normalised by the mask count, not by the weights (official ``train_ST_3D_VNet.py``, unlike its supervised
+    weighted CE: auxiliary terms with weight a are up to a times larger); an empty mask
     gives exactly 0.
     """
     target = _label_map(target, logits)
@@ -142,7 +150,7 @@ def masked_ce(
 
 
 def coranet_dice_loss(logits: Tensor, target: Tensor, mask: Tensor | None = None, smooth: float = 1e-5) -> Tensor:
-    """Official soft Dice ``1 - mean_{n,c} (2 I + s) / (U + s)`` (coranet.md §3, §5; ``utils1/loss.py DiceLoss``).
+    """Official soft Dice ``1 - mean_{n,c} (2 I + s) / (U + s)`` (``utils1/loss.py`` ``DiceLoss``).
 
     Per sample n and class c, background included: ``I = sum_v m_v p_v,c t_v,c``, ``U = sum_v m_v (p_v,c + t_v,c)``
     with ``t`` one-hot and ``m = 1`` without a mask. The mask weights the sums AFTER the softmax (unlike
@@ -165,7 +173,7 @@ def coranet_dice_loss(logits: Tensor, target: Tensor, mask: Tensor | None = None
 
 @torch.no_grad()
 def hard_pred(logits: Tensor, threshold: float = 0.5) -> Tensor:
-    """Hard prediction ``(N, *S)`` int64 (coranet.md §4, official ``get_mask``).
+    """Hard prediction ``(N, *S)`` int64 (official ``get_mask`` of ``utils1/utils.py``).
 
     Two classes: object iff ``softmax(logits)[:, 1] >= threshold`` (an exact 0.5/0.5 tie counts as object); one
     channel: ``sigmoid >= threshold``; more classes: argmax (the first index on ties; ``threshold`` unused).
@@ -178,16 +186,18 @@ def hard_pred(logits: Tensor, threshold: float = 0.5) -> Tensor:
 
 @torch.no_grad()
 def inconsistency_mask(cons_logits: Tensor, rad_logits: Tensor, threshold: float = 0.5) -> Tensor:
-    """Uncertain voxels ``(N, *S)`` bool: the conservative and radical heads' hard predictions differ (coranet.md §4).
+    """Uncertain voxels ``(N, *S)`` bool: the conservative and radical heads' hard predictions differ.
 
-    Symmetric in its arguments; for C > 2 a disagreement between two foreground classes counts (§3).
+    Official ``pred_unlabel`` (``utils1/utils.py``) keeps ``get_mask(out[1]) == get_mask(out[2])`` as certain.
+    Symmetric in its arguments; for C > 2 a disagreement between two foreground classes counts (the project's
+    multi-class rule, ``bundles/coranet_acdc/docs/README.md``).
     """
     return hard_pred(cons_logits, threshold) != hard_pred(rad_logits, threshold)
 
 
 @torch.no_grad()
 def coranet_pseudo_labels(out: Any, threshold: float = 0.5) -> tuple[Tensor, Tensor]:
-    """``(plab, certain)`` = ``(hard_pred(out.main), ~inconsistency_mask(out.cons, out.rad))`` (coranet.md §4).
+    """``(plab, certain)`` = ``(hard_pred(out.main), ~inconsistency_mask(out.cons, out.rad))`` (``pred_unlabel``).
 
     The pseudo-label comes from the MAIN head; ``certain`` is True where the auxiliary heads agree. No gradient.
     """
@@ -199,7 +209,7 @@ def _ce_dice_terms(main_ce: Tensor, main_dice: Tensor, rad: Tensor, cons: Tensor
 
 
 def coranet_supervised_loss(out: Any, target: Tensor, w_cons: Tensor, w_rad: Tensor) -> dict[str, Tensor]:
-    """Labeled loss of both stages (coranet.md §3): keys ``ce, dice, rad, cons, total``.
+    """Labeled loss of both stages (official ``train_ST_3D_VNet.py``): keys ``ce, dice, rad, cons, total``.
 
     ``total = (CE(main) + Dice(main) + CE_w(rad; w_rad) + CE_w(cons; w_cons)) / 4``; Dice on the main head only;
     the weighted CEs are normalised by the sum of the weights.
@@ -215,12 +225,13 @@ def coranet_supervised_loss(out: Any, target: Tensor, w_cons: Tensor, w_rad: Ten
 def coranet_certain_loss(
     out: Any, plab: Tensor, certain: Tensor, w_cons: Tensor, w_rad: Tensor, aux_weights: str = "swapped"
 ) -> dict[str, Tensor]:
-    """C-SN, self-training on the certain region (coranet.md §5): keys ``ce, dice, rad, cons, total``.
+    """C-SN, self-training on the certain region (official ``train_ST_3D_VNet.py``): keys ``ce, dice, rad, cons,
+    total``.
 
     ``aux_weights``:
 
     * ``"swapped"`` (official HEAD code, default): ``total = (mCE(main) + mDice(main) + mCE(rad; w_cons)
-      + mCE(cons; w_rad)) / 4`` -- each auxiliary head gets the OTHER head's cost vector (§15.1);
+      + mCE(cons; w_rad)) / 4`` -- each auxiliary head gets the OTHER head's cost vector (likely unintended);
     * ``"same"``: as above with ``rad; w_rad`` and ``cons; w_cons``;
     * ``"none"``: ``total = (mCE(main) + mDice(main)) / 2`` (Dec-2021 code, the paper's formula); ``rad`` and
       ``cons`` are reported as 0.
@@ -242,9 +253,10 @@ def coranet_certain_loss(
 
 
 def coranet_uncertain_loss(student: Any, teacher: Any, uncertain: Tensor, weight: float) -> Tensor:
-    """UC-SN, masked mean-teacher consistency (coranet.md §6): ``mean_h weight * masked_softmax_mse(s_h, t_h, u)``.
+    """UC-SN, masked mean-teacher consistency (official code): ``mean_h weight * masked_softmax_mse(s_h, t_h, u)``.
 
-    Over the three heads (main, rad, cons), each against the teacher's same head; the masked reduction divides by
+    Over the three heads (main, rad, cons; the paper's UC-SN uses the main decoder only), each against the teacher's
+    same head; the masked reduction divides by
     the number of uncertain voxels (not voxel x class). An empty uncertain region gives 0. The teacher is constant.
     """
     heads = [masked_softmax_mse(s, t, uncertain) for s, t in zip(student, teacher, strict=True)]
@@ -254,5 +266,5 @@ def coranet_uncertain_loss(student: Any, teacher: Any, uncertain: Tensor, weight
 def coranet_total_loss(
     sup: Tensor | float, certain: Tensor | float, uncertain: Tensor | float, unsup_weight: float = 0.5
 ) -> Tensor:
-    """Self-training objective ``sup + unsup_weight * (certain + uncertain)`` (coranet.md §7)."""
+    """Self-training objective ``sup + unsup_weight * (certain + uncertain)`` (official: ``unsup_weight`` 0.5)."""
     return torch.as_tensor(sup) + unsup_weight * (torch.as_tensor(certain) + torch.as_tensor(uncertain))

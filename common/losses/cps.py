@@ -1,4 +1,7 @@
-"""Cross pseudo supervision (Chen et al., CVPR 2021) as implemented by SSL4MIS (baselines.md §6)."""
+"""Cross pseudo supervision (Chen et al., CVPR 2021) as implemented by SSL4MIS.
+
+Reference: SSL4MIS ``code/train_cross_pseudo_supervision_{2D,3D}.py``.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ def cps_pseudo_label(logits: Tensor) -> Tensor:
 
 
 def cps_loss(logits: Tensor, other_logits: Tensor) -> Tensor:
-    """Cross-entropy of ``logits`` against the OTHER network's hard pseudo-label, mean over voxels (§6).
+    """Cross-entropy of ``logits`` against the OTHER network's hard pseudo-label, mean over voxels (the CPS loss term).
 
     ``CE(logits, argmax softmax(other_logits))``: the pseudo-label is detached, so no gradient reaches the
     network that produced ``other_logits`` through this term (it gets its own term with the roles swapped).

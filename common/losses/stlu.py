@@ -1,9 +1,11 @@
-"""STLU-Net losses (stlu.md sections 4.5-4.9): batch-level Dice, symmetric supervision, cross pseudo-label Dice.
+"""STLU-Net losses (Pattern Recognition 2026): batch-level Dice, symmetric supervision, cross pseudo-label Dice.
 
 L = L_sup + gamma(t) * L_unsup with
 ``L_sup = Dice(P^d_l, y_l) + Dice(P^m_l, y_l)`` and ``L_unsup = Dice(P^d_u, argmax P^m_u) + Dice(P^m_u, argmax P^d_u)``
 (paper, "label-preserving" supervision of both streams and cross pseudo-labels without confidence threshold).
-The gamma ramp is the shared :func:`consistency_weight` (re-exported here with :func:`sigmoid_rampup`).
+The gamma ramp is the shared :func:`consistency_weight` (re-exported here with :func:`sigmoid_rampup`). The paper
+writes only "Dice" and "gamma increases with training time"; the Dice form and the ramp values are ASSUMED from the
+MC-Net/ML code base (table of ``bundles/stlu_la/docs/README.md``).
 """
 
 from __future__ import annotations
@@ -51,13 +53,13 @@ def _label_map(target: Tensor, probs: Tensor) -> Tensor:
 
 
 def stlu_dice_loss(probs: Tensor, target: Tensor, include_background: bool = False, eps: float = 1e-10) -> Tensor:
-    """Batch-level soft Dice loss (stlu.md 4.5; MC-Net's ``Binary_dice_loss`` generalised to K classes).
+    """Batch-level soft Dice loss (MC-Net ``code/utils/losses.py`` ``Binary_dice_loss``, generalised to K classes).
 
     For every scored class c, with sums over the batch AND all voxels together:
     ``I_c = sum p_c [t = c]``, ``S_c = sum p_c + sum [t = c]``, ``l_c = 1 - (2 I_c + eps) / (S_c + eps)``;
     the loss is the mean of ``l_c`` over the scored classes (1..K-1, or 0..K-1 with ``include_background``).
-    Computed and returned in float32 (spec), whatever the input precision. Empty target and empty prediction give
-    exactly 0.
+    Computed and returned in float32 whatever the input precision (AMP does not change the value). Empty target and
+    empty prediction give exactly 0.
 
     Args:
         probs: ``(B, K, *S)`` class probabilities (softmax already applied).
@@ -89,7 +91,7 @@ def stlu_dice_loss(probs: Tensor, target: Tensor, include_background: bool = Fal
 def symmetric_supervised_dice_loss(
     logits_d_l: Tensor, logits_m_l: Tensor, target: Tensor, include_background: bool = False, eps: float = 1e-10
 ) -> Tensor:
-    """Paper's L_sup (stlu.md 4.6): ``Dice(softmax(Z^d_l), y_l) + Dice(softmax(Z^m_l), y_l)``.
+    """Paper's L_sup: ``Dice(softmax(Z^d_l), y_l) + Dice(softmax(Z^m_l), y_l)``.
 
     Row i of the mixed-stream logits is scored against ``y_l[i]`` only (labels stay with the sample of origin).
     Both logits ``(n_l, K, *S)``; ``target`` ``(n_l, *S)`` or ``(n_l, 1, *S)``.
@@ -102,7 +104,7 @@ def symmetric_supervised_dice_loss(
 def cross_pseudo_dice_loss(
     logits_d_u: Tensor, logits_m_u: Tensor, include_background: bool = False, eps: float = 1e-10
 ) -> Tensor:
-    """Paper's L_unsup (stlu.md 4.7): each stream is supervised by the other stream's argmax pseudo-label.
+    """Paper's L_unsup: each stream is supervised by the other stream's argmax pseudo-label.
 
     ``Dice(softmax(Z^d_u), argmax Z^m_u) + Dice(softmax(Z^m_u), argmax Z^d_u)``; the pseudo-labels are detached
     int64 maps, ties resolve to the lowest class index, no confidence threshold.
@@ -118,7 +120,7 @@ def cross_pseudo_dice_loss(
 def stlu_gamma(
     iteration: int, gamma_max: float = 1.0, rampup_length: float = 40.0, iters_per_epoch: int = 150, offset: int = 1
 ) -> float:
-    """gamma(t) of L = L_sup + gamma L_unsup (stlu.md 4.8) for the engine's 0-based ``iteration``.
+    """gamma(t) of the paper's L = L_sup + gamma L_unsup for the engine's 0-based ``iteration``.
 
     ``consistency_weight(iteration + offset, gamma_max, rampup_length, iters_per_epoch)``: MC-Net/ML increment
     their step counter before computing the weight, so the step being taken is 1-based (``offset=1``, ASSUMED).
@@ -136,10 +138,11 @@ def stlu_losses(
     include_background: bool = False,
     eps: float = 1e-10,
 ) -> dict[str, Tensor]:
-    """Composition of the STLU objective on a joint batch (stlu.md 4.9).
+    """Composition of the STLU objective ``L = L_sup + gamma L_unsup`` on a joint batch.
 
-    Rows ``[:n_labeled]`` are labeled, the rest unlabeled. Returns the scalars ``loss_sup`` (4.6 on the labeled
-    rows), ``loss_unsup`` (4.7 on the unlabeled rows; 0 when there are none) and
+    Rows ``[:n_labeled]`` are labeled, the rest unlabeled. Returns the scalars ``loss_sup``
+    (:func:`symmetric_supervised_dice_loss` on the labeled rows), ``loss_unsup`` (:func:`cross_pseudo_dice_loss` on
+    the unlabeled rows; 0 when there are none) and
     ``loss_total = loss_sup + gamma * loss_unsup``. ``include_background`` and ``eps`` go to every Dice term.
     """
     n_l = int(n_labeled)

@@ -1,9 +1,11 @@
-"""UA-MT: uncertainty-aware mean teacher (Yu et al., MICCAI 2019) as implemented by SSL4MIS (baselines.md §5).
+"""UA-MT: uncertainty-aware mean teacher (Yu et al., MICCAI 2019) as implemented by SSL4MIS
+(``code/train_uncertainty_aware_mean_teacher_{2D,3D}.py``).
 
-Three pure functions: the predictive entropy of the teacher's averaged stochastic predictions (§5 step 2), the
-ramped entropy threshold (§5 step 3) and the masked consistency (§5 steps 4-5). Both SSL4MIS quirks are kept by
-default and can be switched off by name: the threshold uses ln 2 whatever the number of classes
-(``use_log_num_classes``), and the consistency is normalised by twice the mask count (``norm_factor``).
+Three pure functions: the predictive entropy of the teacher's averaged stochastic predictions (the paper's
+uncertainty estimate), the ramped entropy threshold and the uncertainty-masked consistency. Both SSL4MIS quirks are
+kept by default and can be switched off by name: the threshold uses ln 2 whatever the number of classes
+(``use_log_num_classes``), and the consistency is normalised by twice the mask count (``norm_factor``); the
+bundles' READMEs (``bundles/ua_mt_la/docs/README.md``) list them with their switches.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ __all__ = ["uamt_uncertainty", "uamt_threshold", "uamt_consistency"]
 
 
 def uamt_uncertainty(mean_probs: Tensor, eps: float = 1e-6) -> Tensor:
-    """Per-voxel predictive entropy ``u = -sum_c pbar_c * ln(pbar_c + eps)`` (baselines.md §5 step 2).
+    """Per-voxel predictive entropy ``u = -sum_c pbar_c * ln(pbar_c + eps)`` (SSL4MIS ``uncertainty``).
 
     Args:
         mean_probs: ``(N, C, *S)`` softmax probabilities already averaged over the T stochastic teacher passes.
@@ -36,7 +38,7 @@ def uamt_uncertainty(mean_probs: Tensor, eps: float = 1e-6) -> Tensor:
 def uamt_threshold(
     iteration: float, max_iterations: float, num_classes: int = 2, use_log_num_classes: bool = False
 ) -> float:
-    """Entropy threshold ``H(t) = (0.75 + 0.25 * sigmoid_rampup(t, T)) * ln K`` (baselines.md §5 step 3).
+    """Entropy threshold ``H(t) = (0.75 + 0.25 * sigmoid_rampup(t, T)) * ln K`` (SSL4MIS ``threshold``).
 
     The ramp runs in raw iterations over the whole run (``T = max_iterations``): ``(0.75 + 0.25 e^-5) ln K`` at
     ``t = 0``, ``ln K`` from ``t = T`` on.
@@ -55,7 +57,7 @@ def uamt_threshold(
 def uamt_consistency(
     student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, norm_factor: float = 2.0, eps: float = 1e-16
 ) -> Tensor:
-    """Masked softmax MSE ``sum(m * (p_s - p_t)^2) / (norm_factor * sum(m) + eps)`` (baselines.md §5 steps 4-5).
+    """Masked softmax MSE ``sum(m * (p_s - p_t)^2) / (norm_factor * sum(m) + eps)`` (SSL4MIS ``consistency_loss``).
 
     The numerator sums over batch, classes and voxels with the mask broadcast over the class channel; the
     denominator counts masked voxels once (not per class). ``norm_factor = 2`` is the SSL4MIS constant, written

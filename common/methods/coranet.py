@@ -1,8 +1,8 @@
 """CoraNet (Shi et al., IEEE TMI 2021, "Inconsistency-aware uncertainty estimation for semi-supervised medical image
 segmentation"): conservative-radical heads, certain-region self-training and uncertain-region mean teacher.
 
-Follows the official code (koncle/CoraNet ``train_ST_3D_VNet.py``) where it and the paper differ (described in
-bundles/coranet_pancreas/docs/README.md, "Model Description").
+Follows the official code (koncle/CoraNet ``train_ST_3D_VNet.py``) where it and the paper differ; the differences
+are listed in ``bundles/coranet_pancreas/docs/README.md`` ("Code vs paper").
 """
 
 from __future__ import annotations
@@ -52,17 +52,17 @@ def _heads(network: nn.Module, image: Tensor) -> Any:
 class CoraNet(SemiSupervisedMethod):
     """CoraNet on the shared engine: supervised pretraining, then self-training with an EMA teacher.
 
-    **Stage 1** (``iteration < pretrain_iterations``; official pretraining): labeled batch only,
-    ``loss = L_sup = (CE(main) + Dice(main) + CE_w(rad; w_rad) + CE_w(cons; w_cons)) / 4`` (the paper's
-    conservative-radical supervised loss). The unlabeled batch the engine draws is ignored.
+    **Stage 1** (``iteration < pretrain_iterations``; official ``pretrain``): labeled batch only,
+    ``loss = L_sup = (CE(main) + Dice(main) + CE_w(rad; w_rad) + CE_w(cons; w_cons)) / 4``. The unlabeled
+    batch the engine draws is ignored.
 
-    **Stage 2** (from ``pretrain_iterations`` on; official self-training): per iteration, with
+    **Stage 2** (from ``pretrain_iterations`` on; official ``self_train``): per iteration, with
     ``t = iteration - pretrain_iterations``
 
     1. student heads on the labeled batch -> ``L_sup``; student heads on the unlabeled batch (a separate forward,
        as the official code: BatchNorm sees each batch alone);
     2. the frozen snapshot (below, eval mode, no gradient) on the same unlabeled batch ->
-       ``plab = hard_pred(main)``, ``certain = [hard_pred(cons) == hard_pred(rad)]`` (the paper's inconsistency mask);
+       ``plab = hard_pred(main)``, ``certain = [hard_pred(cons) == hard_pred(rad)]`` (official ``pred_unlabel``);
     3. ``L_certain`` = C-SN loss on ``certain`` with ``plab`` (``certain_aux_weights``, default "swapped" = code);
     4. the EMA teacher (train mode, no noise, no gradient) on the same unlabeled batch;
        ``L_uncertain = mean_h lambda(t) * masked_softmax_mse(student_h, teacher_h, ~certain)`` over the three heads,
@@ -93,7 +93,7 @@ class CoraNet(SemiSupervisedMethod):
     over the unlabeled set per refresh; (c) the official log of the pseudo-labels' Dice against the unlabeled
     ground truth is not available (the engine's unlabeled batches carry no labels).
 
-    **Epochs to iterations** (official 3D schedule): stage 1 = 60 epochs x 8 iterations whose
+    **Epochs to iterations** (official 3D schedule of ``train_ST_3D_VNet.py``): stage 1 = 60 epochs x 8 iterations whose
     checkpoint after 59 epochs is used -> ``pretrain_iterations = 472``; stage 2 = 201 epochs x 6 iterations =
     1,206 iterations; refresh every 5 epochs -> ``refresh_every = 30``; the consistency ramp counts self-training
     epochs -> ``iters_per_epoch = 6``, ``consistency_rampup = 40`` (epochs). The 2D settings are already in
@@ -114,15 +114,14 @@ class CoraNet(SemiSupervisedMethod):
         consistency_rampup: ramp length in "epochs" of ``iters_per_epoch`` self-training iterations (0 = no ramp).
         iters_per_epoch: iterations per ramp epoch (3D official: 6; 2D: 1).
         unsup_weight: weight of ``L_certain + L_uncertain`` (0.5).
-        certain_aux_weights: "swapped" (code), "same" or "none" (see :func:`~..losses.coranet.coranet_certain_loss`).
+        certain_aux_weights: "swapped" (code), "same" or "none" (see ``losses/coranet.py``, ``CERTAIN_AUX_WEIGHTS``).
         threshold: foreground probability threshold of the binary hard predictions (0.5).
         snapshot: optional module of the same architecture to hold the snapshot (a deep copy of the student
             otherwise).
-        snapshot_eval: run the snapshot in eval mode (True: BatchNorm networks use their running statistics;
-            irrelevant for the instance-norm V-Net).
+        snapshot_eval: run the snapshot in eval mode (True: BatchNorm networks then predict with their running
+            statistics; the official instance-norm V-Net computes the same in both modes).
         keep_masks: keep the last stage-2 batch's ``uncertain`` mask (``last_uncertain``, bool ``(N, *S)`` on the
-            CPU) and pseudo-labels (``last_pseudo_labels``) for inspection (written by
-            :func:`common.engines.inspection.save_uncertainty_masks`).
+            CPU) and pseudo-labels (``last_pseudo_labels``) for inspection (see :mod:`.coranet_inspect`).
     """
 
     def __init__(
@@ -185,7 +184,7 @@ class CoraNet(SemiSupervisedMethod):
         return iteration >= self.pretrain_iterations
 
     def consistency_weight(self, iteration: int) -> float:
-        """``lambda`` of the uncertain-region term at ``iteration`` (0 in stage 1)."""
+        """``lambda`` of the uncertain-region term at ``iteration`` (official ramp over epochs; 0 in stage 1)."""
         if not self.in_self_training(iteration):
             return 0.0
         return consistency_weight(
@@ -216,7 +215,7 @@ class CoraNet(SemiSupervisedMethod):
             self.refresh_snapshot(iteration)
 
     def on_optimizer_stepped(self, iteration: int) -> None:
-        """Hook: constant-decay EMA of the teacher after each stage-2 optimiser step."""
+        """Hook: constant-decay EMA of the teacher after each stage-2 step (official ``update_ema_variables``)."""
         if self.in_self_training(iteration):
             ema_update_(self.teacher, _unwrap(self.network), self.ema_decay)
 
@@ -227,7 +226,7 @@ class CoraNet(SemiSupervisedMethod):
 
     @torch.no_grad()
     def pseudo_labels(self, image: Tensor) -> tuple[Tensor, Tensor]:
-        """``(plab, certain)`` of the frozen snapshot for an unlabeled batch."""
+        """``(plab, certain)`` of the frozen snapshot for an unlabeled batch (official ``pred_unlabel``)."""
         was_training = self.snapshot.training
         self.snapshot.train(not self.snapshot_eval)
         try:
@@ -239,7 +238,7 @@ class CoraNet(SemiSupervisedMethod):
     @torch.no_grad()
     def inspection_maps(self, image: Tensor) -> dict[str, Tensor]:
         """The inconsistency mask (``"uncertain"``, 1 where the conservative and radical heads disagree) and the
-        pseudo-labels (``"pseudo_label"``) of ``image`` taken as an unlabeled batch, ``uint8``.
+        pseudo-labels (``"pseudo_label"``) of ``image`` taken as an unlabeled batch (as ``pred_unlabel``), ``uint8``.
 
         In self-training they come from the snapshot the method uses; before the stage switch, from the current
         student in eval mode (what the first snapshot would give). No weights, statistics or RNG state change.

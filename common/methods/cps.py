@@ -1,4 +1,8 @@
-"""Cross pseudo supervision (Chen et al., CVPR 2021) as implemented by SSL4MIS (baselines.md §6)."""
+"""Cross pseudo supervision (Chen et al., CVPR 2021) as implemented by SSL4MIS.
+
+Reference: SSL4MIS ``code/train_cross_pseudo_supervision_{2D,3D}.py``; the reference-code details kept and their
+switches are listed in ``bundles/cps_la/docs/README.md``.
+"""
 
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ def init_conv_weights_(network: nn.Module, scheme: str) -> nn.Module:
 
 
 class CPS(SemiSupervisedMethod):
-    """Two networks of the same architecture, each supervised by the other's hard pseudo-labels (§6).
+    """Two networks of the same architecture, each supervised by the other's hard pseudo-labels (SSL4MIS CPS).
 
     Per iteration both networks see the same batch, the labeled and unlabeled images concatenated (so BatchNorm
     statistics are those of the joint batch, as in the reference). For ``k`` in {1, 2}:

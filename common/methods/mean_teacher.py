@@ -1,4 +1,7 @@
-"""Mean Teacher (Tarvainen & Valpola 2017) as implemented by SSL4MIS (baselines.md §4)."""
+"""Mean Teacher (Tarvainen & Valpola, NeurIPS 2017) as implemented by SSL4MIS.
+
+Reference: SSL4MIS ``code/train_mean_teacher_{2D,3D}.py``.
+"""
 
 from __future__ import annotations
 

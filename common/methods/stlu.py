@@ -1,9 +1,10 @@
-"""STLU-Net (Pattern Recognition 2026, semantic transfer) as a method object of the shared engine (stlu.md 3, 4.10).
+"""STLU-Net (Pattern Recognition 2026, semantic transfer) as a method object of the shared engine.
 
 Per iteration: one encoder pass on ``[x_l; x_u]``; the D-stream (channel dropout) and the M-stream (labeled/unlabeled
 similarity-weighted feature mixing) are decoded by the shared decoder; both streams get Dice against the labels
 on the labeled rows and Dice against the other stream's argmax on the unlabeled rows;
-``L = L_sup + gamma(t) L_unsup``. One network, no teacher, no hooks.
+``L = L_sup + gamma(t) L_unsup``. One network, no teacher, no hooks. Choices the paper leaves open are options
+with ASSUMED defaults, listed in the table of ``bundles/stlu_la/docs/README.md``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ SUPERVISION_MODES = ("symmetric", "mix_only", "drop_only")
 
 
 class STLU(SemiSupervisedMethod):
-    """STLU-Net training objective on an :class:`~..networks.stlu.STLUNet` (stlu.md 3, 4.9, 4.10).
+    """STLU-Net training objective on an :class:`~..networks.stlu.STLUNet` (:func:`~..losses.stlu.stlu_losses`).
 
     The stream options (``p_drop``, ``mix_levels``, ``dropout_levels``, ``mix_eps``, ``detach_weight`` and the
     ablation switches ``mix_strategy``, ``mix_lambda``, ``mix_placement``, ``joint_decoder``) belong to the network;
@@ -99,7 +100,7 @@ class STLU(SemiSupervisedMethod):
         self.supervision = supervision
 
     def gamma(self, iteration: int) -> float:
-        """gamma(t) for the engine's 0-based ``iteration`` (stlu.md 4.8)."""
+        """gamma(t) for the engine's 0-based ``iteration`` (:func:`~..losses.stlu.stlu_gamma`)."""
         return stlu_gamma(
             iteration, self.gamma_max, self.rampup_length, self.iters_per_epoch, self.gamma_iteration_offset
         )
@@ -148,5 +149,6 @@ class STLU(SemiSupervisedMethod):
         return loss_sup, loss_unsup
 
 
-# The spec (stlu.md 4.10) calls the method object ``STLUMethod``; api.md names the class ``STLU``.
+# Every method class is named after its method (``STLU``, ``CoraNet``, ...); ``STLUMethod`` is an alias of the same
+# class, kept for callers that use that name.
 STLUMethod = STLU

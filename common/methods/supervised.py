@@ -1,4 +1,4 @@
-"""Supervised-only baseline: the labeled stream alone (baselines.md §3)."""
+"""Supervised-only baseline: the labeled stream alone (SSL4MIS ``code/train_fully_supervised_{2D,3D}.py``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""UA-MT, the uncertainty-aware mean teacher (Yu et al., MICCAI 2019), as implemented by SSL4MIS (baselines.md §5)."""
+"""UA-MT, the uncertainty-aware mean teacher (Yu et al., MICCAI 2019), as implemented by SSL4MIS.
+
+Reference: SSL4MIS ``code/train_uncertainty_aware_mean_teacher_{2D,3D}.py``; the kept quirks and their switches are
+listed in ``bundles/ua_mt_la/docs/README.md``.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from .mean_teacher import MeanTeacher
 
 
 class UAMT(MeanTeacher):
-    """Mean Teacher whose consistency term only counts voxels where the teacher is certain (baselines.md §5).
+    """Mean Teacher whose consistency term only counts voxels where the teacher is certain (SSL4MIS UA-MT).
 
     Per iteration, on top of :class:`MeanTeacher` (joint student batch, EMA teacher in train mode, EMA hook):
 
@@ -81,7 +85,7 @@ class UAMT(MeanTeacher):
 
     @torch.no_grad()
     def teacher_mean_probs(self, images: Tensor) -> Tensor:
-        """Mean softmax of the teacher over ``passes * duplicate`` noisy copies of ``images`` (§5 step 2).
+        """Mean softmax of the teacher over ``passes * duplicate`` noisy copies of ``images`` (UA-MT's T = 8 passes).
 
         Each forward sees the batch repeated ``duplicate`` times along the batch axis, with fresh noise for every
         element, as SSL4MIS does (``repeat(2, ...)``, 4 forwards, then a mean over the 8 predictions per sample).

@@ -1,4 +1,4 @@
-"""Evaluation metrics (protocol.md §3).
+"""Evaluation metrics (the two families of README.md, "Evaluate").
 
 Two families, never mixed in one table:
 

@@ -1,7 +1,7 @@
 """MONAI-native metrics in physical units, and the per-class summary used by the evaluation reports.
 
-The second, clearly-labelled metric family of protocol.md §3: MONAI's own ``DiceMetric``, ``MeanIoU``,
-``HausdorffDistanceMetric(percentile=95)`` (max of the two directed 95th percentiles) and
+The second, clearly-labelled metric family of the evaluation reports (README.md, "Evaluate"): MONAI's own
+``DiceMetric``, ``MeanIoU``, ``HausdorffDistanceMetric(percentile=95)`` (max of the two directed 95th percentiles) and
 ``SurfaceDistanceMetric(symmetric=True)`` (mean over the union of both directed sets), computed with the image
 spacing so distances are in mm. These are NOT the papers' numbers (see :mod:`.paper` for those): the MONAI HD95
 exceeds the pooled medpy HD95 on asymmetric errors, and the symmetric surface distance is neither medpy ``asd`` nor
@@ -116,7 +116,7 @@ def _stats(values: Sequence[float]) -> dict[str, float | int]:
 
 
 def summarise(rows: Iterable[Any], keys: Sequence[str]) -> dict[str, Any]:
-    """Mean ± std per class and over classes, ignoring NaN, with counts (protocol.md §3 aggregation).
+    """Mean ± std per class and over classes, ignoring NaN, with counts (the papers' aggregation).
 
     ``rows``: one entry per case, each the list of class dicts returned by :func:`native_case_metrics` or
     :func:`.paper.multiclass_case_metrics` (a flat list of class dicts is accepted too; a dict without

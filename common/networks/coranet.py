@@ -1,6 +1,8 @@
-"""CoraNet networks (Shi et al., IEEE TMI 2021; coranet.md §2): a shared trunk with three light output heads.
+"""CoraNet networks (Shi et al., IEEE TMI 2021; official code koncle/CoraNet): a shared trunk, three light heads.
 
-Heads are named by behaviour (paper semantics) and kept in the official index order (coranet.md §2.1):
+Heads are named by behaviour (paper semantics) and kept in the official index order (``branchs[0..2]`` of the
+official ``vnet.py``), so official state dicts load; the official variable names are inverted with respect to the
+behaviour (the head trained with cost a on object errors is the official ``con``):
 
 ====== ========= ============================================ ==================================
 index  name      supervised cost vector                        behaviour
@@ -10,8 +12,9 @@ index  name      supervised cost vector                        behaviour
 2      ``cons``  ``w_cons = [a, 1, ..., 1]`` (official ``rad``) conservative: under-segments
 ====== ========= ============================================ ==================================
 
-Network rule (api.md §2): ``forward(x)`` returns ONE tensor, the main head's logits (TorchScript-scriptable, what
-inference, export and MONAI Label run); ``forward_train(x)`` returns all heads as a :class:`CoraOutput`.
+Network rule of this package (``networks/__init__.py``): ``forward(x)`` returns ONE tensor, the main head's logits
+(TorchScript-scriptable, what inference, export and MONAI Label run); ``forward_train(x)`` returns all heads as a
+:class:`CoraOutput`.
 
 * :class:`VNet3D`: the official ``vnet.py`` (koncle/CoraNet), a UA-MT-style V-Net whose ``block_nine``/``out_conv``
   are replaced by three heads ``branchs[k]`` = [3x3x3 conv -> norm -> ReLU, (Dropout3d), 1x1x1 conv]. Built from the
@@ -21,7 +24,7 @@ inference, export and MONAI Label run); ``forward_train(x)`` returns all heads a
   checkpoints load through :func:`coranet_vnet_key_map` / :func:`load_coranet_checkpoint`.
 * :class:`MultiHeadSegNet`: any trunk returning a feature map plus the same three heads; with
   :class:`UNet2DTrunk` (the SSL4MIS 2-D U-Net without its 3x3 output conv) it is the project's 2-D CoraNet
-  (coranet.md §2.3, a project decision: the official code is 3-D only).
+  (a project decision: the official code is 3-D only; see ``bundles/coranet_acdc/docs/README.md``).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ CORANET_HEADS = ("main", "rad", "cons")
 
 
 class CoraOutput(NamedTuple):
-    """The three heads' logits ``(N, C, *S)`` in the official index order (coranet.md §2.1).
+    """The three heads' logits ``(N, C, *S)`` in the official index order (``out[0..2]`` of the official code).
 
     ``main`` (index 0) is evaluated; ``rad`` (index 1) is the radical, over-segmenting head (the official code's
     ``con`` variables); ``cons`` (index 2) the conservative, under-segmenting head (official ``rad``).
@@ -67,8 +70,8 @@ class CoraOutput(NamedTuple):
 def pack_heads(outputs: Sequence[Tensor]) -> Tensor | CoraOutput | tuple[Tensor, ...]:
     """Training output of a multi-head network: one head -> the tensor, three -> :class:`CoraOutput`, else a tuple.
 
-    The single project convention for ``n_heads`` (coranet.md §2.2): a one-head network behaves like a plain
-    segmentation network.
+    The package's single convention for ``n_heads``: a one-head network behaves like a plain segmentation network
+    (its training output is the logits tensor, as for every non-CoraNet network).
     """
     if len(outputs) == 1:
         return outputs[0]
@@ -86,7 +89,7 @@ def _check_heads(n_heads: int) -> int:
 class CoraNetVNetDecoder(nn.Module):
     """The CoraNet V-Net trunk decoder: four transposed-conv up-samplings with ADDED skips, no head.
 
-    Same blocks as :class:`~.vnet.VNetDecoder` up to ``block_eight_up`` (coranet.md §2.2 table); the official
+    Same blocks as :class:`~.vnet.VNetDecoder` up to ``block_eight_up`` (official ``vnet.py``); the official
     network has no ``block_nine``/``out_conv`` (its three heads take the f-channel map after the last skip).
     ``forward([F1, ..., F5])`` returns that map ``(N, f, *S)``.
     """
@@ -124,7 +127,7 @@ def _vnet_head(n_filters: int, n_classes: int, normalization: str, has_dropout: 
 
 
 class VNet3D(nn.Module):
-    """CoraNet's 3-D V-Net with three heads (coranet.md §2.2, official ``vnet.py``).
+    """CoraNet's 3-D V-Net with three heads (official ``vnet.py`` of koncle/CoraNet).
 
     Input ``(N, in_channels, X, Y, Z)`` with every side divisible by 16; with instance norm the bottleneck (size/16)
     needs more than one voxel in total (so 16^3 inputs fail in train and eval mode alike; 32^3 works).
@@ -180,7 +183,7 @@ class VNet3D(nn.Module):
 
 
 class UNet2DTrunk(nn.Module):
-    """The SSL4MIS 2-D U-Net (:class:`~.unet2d.UNet2D` layout) without its final 3x3 conv (coranet.md §2.3).
+    """The SSL4MIS 2-D U-Net (:class:`~.unet2d.UNet2D` layout) without its final 3x3 conv (2-D CoraNet trunk).
 
     ``forward(x)`` returns the decoder's last full-resolution map ``(N, features[0], H, W)`` (16 channels by
     default). Parameter names are those of ``UNet2D`` (``encoder.*``, ``decoder.up*``), so U-Net checkpoints load
@@ -207,7 +210,7 @@ class UNet2DTrunk(nn.Module):
 
 
 def _head(spatial_dims: int, channels: int, n_classes: int, norm: Any) -> nn.Sequential:
-    """CNR (3x3 conv, padding 1, bias) -> norm -> ReLU, then a 1x1 conv to ``n_classes`` (coranet.md §2.3)."""
+    """CNR (3x3 conv, padding 1, bias) -> norm -> ReLU, then a 1x1 conv to ``n_classes`` (the official 3-D head)."""
     return nn.Sequential(
         Convolution(
             spatial_dims=spatial_dims,
@@ -225,7 +228,7 @@ def _head(spatial_dims: int, channels: int, n_classes: int, norm: Any) -> nn.Seq
 
 
 class MultiHeadSegNet(nn.Module):
-    """A segmentation trunk plus ``n_heads`` CoraNet heads (coranet.md §2.3: the code's shared-decoder design).
+    """A segmentation trunk plus ``n_heads`` CoraNet heads (the official code's shared-decoder design).
 
     ``trunk(x)`` must return ``(N, trunk_out_channels, *S)``; every head is Conv(k=3, pad 1) -> norm -> ReLU ->
     Conv(k=1) to ``n_classes``. ``forward(x)`` -> main logits (scriptable when the trunk is);

@@ -1,7 +1,7 @@
-"""DyCON's two 3-D segmentation networks with a contrastive projection head (dycon.md §3).
+"""DyCON's two 3-D segmentation networks with a contrastive projection head (Assefa et al., CVPR 2025).
 
-Both follow the project's network rule (api.md §2): ``forward(x)`` returns the segmentation logits only (the
-network's second official output, the one every loss and inference use) and is TorchScript-scriptable;
+Both follow the package's network rule (``networks/__init__.py``): ``forward(x)`` returns the segmentation logits
+only (the network's second official output, the one every loss and inference use) and is TorchScript-scriptable;
 ``forward_train(x)`` returns the official triple ``(aux, logits, emb)``:
 
 * ``aux``: a tanh map, unused by DyCON (kept for parameter-count parity with the official classes);
@@ -32,7 +32,11 @@ __all__ = ["DyConUNet3D", "DyConVNet", "UnetConv3", "UnetUp3", "dycon_unet3d_key
 
 
 def embedding_factor(embed_upsample: int) -> int:
-    """Ratio between the input size and the embedding grid, ``16 / embed_upsample`` (dycon.md §3.3, §10 B12).
+    """Ratio between the input size and the embedding grid, ``16 / embed_upsample``.
+
+    The official training scripts take the label factor as ``4 * feature_scaler``, which matches the embedding grid
+    only for ``feature_scaler = 2``; here the factor follows the grid (Decisions in
+    ``bundles/dycon_la/docs/README.md``).
 
     Both backbones down-sample by 16 and the projection head up-samples the bottleneck by ``embed_upsample``.
     """
@@ -43,7 +47,7 @@ def embedding_factor(embed_upsample: int) -> int:
 
 def _kaiming_init_(module: nn.Module) -> None:
     """Official ``init_weights(..., 'kaiming')``: conv weights Kaiming-normal (fan_in, gain sqrt(2)), conv biases
-    left at PyTorch's default, BatchNorm weight ~ N(1, 0.02) and bias 0 (dycon.md §3.1)."""
+    left at PyTorch's default, BatchNorm weight ~ N(1, 0.02) and bias 0 (``code/networks/networks_other.py``)."""
     for m in module.modules():
         if isinstance(m, nn.Conv3d):
             nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
@@ -62,7 +66,7 @@ def _conv_in_relu(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class UnetConv3(nn.Module):
-    """``DoubleConv(a -> b)`` of dycon.md §3.1 (official ``UnetConv3`` with ``is_batchnorm=True``)."""
+    """Two conv -> InstanceNorm -> ReLU layers (official ``UnetConv3`` of ``code/networks/utils.py``, batchnorm on)."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
@@ -90,7 +94,7 @@ class UnetUp3(nn.Module):
 
 
 class DyConUNet3D(nn.Module):
-    """DyCON's 3-D U-Net (official ``UNet3D`` with ``feature_scale=4``, ASPP off; dycon.md §3.1).
+    """DyCON's 3-D U-Net (official ``UNet3D`` of ``UNet3D_contrastive.py`` with ``feature_scale=4``, ASPP off).
 
     Filters ``F = base_filters x [1, 2, 4, 8, 16]``; four max-pool levels with DoubleConv blocks (InstanceNorm
     without affine, ReLU), element-wise ``Dropout(p)`` on the bottleneck and on the last decoder map, two 1x1x1
@@ -183,14 +187,14 @@ class DyConUNet3D(nn.Module):
         return self.out_conv2(self.decode(self.encode(x)))
 
     def forward_train(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Official training output ``(aux, logits, emb)`` (dycon.md §3)."""
+        """Official training output ``(aux, logits, emb)`` (the three outputs of the official ``UNet3D.forward``)."""
         features = self.encode(x)
         d1 = self.decode(features)
         return self.final(d1).tanh(), self.out_conv2(d1), self.project(features[4])
 
 
 class DyConVNet(VNet):
-    """DyCON's V-Net (official ``VNet.py``; dycon.md §3.2) on the shared V-Net blocks of ``common.networks.vnet``.
+    """DyCON's V-Net (official ``code/networks/VNet.py``) on the shared V-Net blocks of ``common.networks.vnet``.
 
     The shared :class:`~common.networks.vnet.VNet` (plain stages, additive skips, ``Dropout3d(0.5)`` on F5 and
     before the head when ``has_dropout``) plus, in the official registration order after ``out_conv``: an unused

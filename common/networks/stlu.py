@@ -1,5 +1,5 @@
 """STLU-Net (Pattern Recognition 2026, "Enhancing semi-supervised medical image segmentation via semantic
-transfer"): one V-Net whose encoder features feed two perturbed streams through the shared decoder (stlu.md 3, 4.10).
+transfer"): one V-Net whose encoder features feed two perturbed streams through the shared decoder.
 
 * D-stream: channel dropout on the encoder features (paper: p = 0.5).
 * M-stream: every labeled sample is paired with an unlabeled one and, at the selected encoder levels, each
@@ -7,6 +7,10 @@ transfer"): one V-Net whose encoder features feed two perturbed streams through 
 
 At inference STLU-Net is a plain V-Net: :meth:`STLUNet.forward` runs ``decoder(encoder(x))`` without mixing or
 dropout, and the state dict has exactly the keys and shapes of :class:`~.vnet.VNet`, so checkpoints load into it.
+
+The paper leaves many details open; the choices made here are marked ASSUMED (the MC-Net/ML code base's, or the
+simplest reading of the paper), and each is an option listed with its default in the "ASSUMED choice" table of
+``bundles/stlu_la/docs/README.md`` (the same table is in the ``stlu_pancreas`` and ``stlu_brats`` READMEs).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from .vnet import VNet
 __all__ = ["STLUNet", "STLU_GROUP_LEVELS", "parse_stlu_levels"]
 
 NUM_LEVELS = 5
-# ASSUMED (stlu.md 2): the paper's shallow / intermediate / bottleneck groups over the five V-Net encoder levels.
+# ASSUMED: the paper's mixing ablation names shallow / intermediate / bottleneck encoder groups (S+I+B best) but not
+# their levels; this is the natural split of the five V-Net encoder levels.
 STLU_GROUP_LEVELS: dict[str, tuple[int, ...]] = {"S": (1, 2), "I": (3, 4), "B": (5,)}
 MIX_STRATEGIES = ("similarity", "fixed")
 MIX_PLACEMENTS = ("decoder_inputs", "propagate")
@@ -52,10 +57,11 @@ def parse_stlu_levels(levels: Iterable[int | str] | str) -> tuple[int, ...]:
 
 
 class STLUNet(VNet):
-    """V-Net with STLU's two training streams (stlu.md 4.10); a plain :class:`VNet` at inference.
+    """V-Net with STLU's two training streams (the paper's D-stream and M-stream); a plain :class:`VNet` at inference.
 
     Args:
-        in_channels, out_channels, n_filters, normalization: the V-Net's (stlu.md 2); its built-in dropout is off
+        in_channels, out_channels, n_filters, normalization: the V-Net's (ASSUMED: the UA-MT/SSL4MIS/MC-Net V-Net,
+            the paper says only "V-Net backbone"); its built-in dropout is off
             (ASSUMED: STLU's dropout is the D-stream perturbation).
         mix_levels: encoder levels mixed in the M-stream (1-based, or group letters S/I/B). Default all five =
             S+I+B, the paper's best; the level-to-group map is ASSUMED.
@@ -68,7 +74,7 @@ class STLUNet(VNet):
         mix_lambda: the constant weight of the "fixed" strategy.
         mix_placement: "decoder_inputs" (ASSUMED default: one clean encoder pass, mixed maps go straight to the
             decoder as skip/bottleneck inputs) or "propagate" (a second encoder pass for the M-stream in which a
-            mixed level also feeds the deeper stages, stlu.md 10).
+            mixed level also feeds the deeper stages, Manifold-Mixup style; the paper's text does not settle this).
         joint_decoder: decode both streams in ONE decoder call on the 2B-sample concatenation, so BatchNorm sees
             both (ASSUMED default True); False decodes each stream separately.
     """
@@ -113,7 +119,7 @@ class STLUNet(VNet):
         return self.decoder(self.encoder(x, False), False)
 
     def forward_train(self, x: Tensor, n_labeled: int) -> dict:
-        """Both training streams on the joint batch ``x = [x_l; x_u]`` (stlu.md 3, steps 1-4).
+        """Both training streams on the joint batch ``x = [x_l; x_u]``: one encoder pass, then both streams decoded.
 
         Returns ``{"logits_d": (B, K, *S), "logits_m": (B, K, *S), "weights": {level: (w_l, w_u)}}``. The
         channel dropout is always active here (it is the D-stream's perturbation, whatever the module's mode).

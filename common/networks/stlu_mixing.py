@@ -1,8 +1,9 @@
-"""STLU-Net feature perturbations (stlu.md sections 4.1-4.4): similarity-weighted mixing and channel dropout.
+"""STLU-Net feature perturbations (M-stream and D-stream of the paper): similarity-weighted mixing, channel dropout.
 
 The M-stream replaces every labeled/unlabeled feature map by a channel-wise convex combination with its partner
 from the other kind, weighted by the clamped cosine similarity of the two maps of that channel; the D-stream drops
-whole channels. All functions are pure (no parameters) and work for any number >= 1 of spatial axes.
+whole channels. All functions are pure (no parameters) and work for any number >= 1 of spatial axes. Choices the
+paper leaves open are marked ASSUMED (table of ``bundles/stlu_la/docs/README.md``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ __all__ = [
 
 
 def channel_similarity_weights(x_l: Tensor, x_u: Tensor, eps: float = 1e-8) -> Tensor:
-    """Clamped channel-wise cosine similarity ``w[n, c]`` of two feature batches (stlu.md 4.1, paper's weights).
+    """Clamped channel-wise cosine similarity ``w[n, c]`` of two feature batches (the paper's mixing weights).
 
     ``w[n, c] = clamp(<b, a> / (max(|b|, eps) * max(|a|, eps)), 0, 1)`` with ``a = x_l[n, c]`` and ``b = x_u[n, c]``
     flattened over all spatial axes: one scalar per (sample, channel), spatially uniform.
@@ -57,7 +58,7 @@ def channel_similarity_weights(x_l: Tensor, x_u: Tensor, eps: float = 1e-8) -> T
 def channel_similarity_mix(
     x_l: Tensor, x_u: Tensor, eps: float = 1e-8, detach_weight: bool = False
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Two-way similarity-weighted mixing of a labeled and an unlabeled feature batch (stlu.md 4.2).
+    """Two-way similarity-weighted mixing of a labeled and an unlabeled feature batch (the paper's M-stream mix).
 
     ``x_l_mixed = w * x_l + (1 - w) * x_u`` and ``x_u_mixed = w * x_u + (1 - w) * x_l`` with ``w`` from
     :func:`channel_similarity_weights`: similar channels stay close to the sample's own features, dissimilar ones
@@ -75,7 +76,7 @@ def channel_similarity_mix(
 
 
 def pair_partner_indices(n_l: int, n_u: int) -> tuple[Tensor, Tensor]:
-    """Partner of every labeled and every unlabeled row (stlu.md 4.3): ``i mod n_u`` and ``j mod n_l``.
+    """Partner of every labeled and every unlabeled row: ``i mod n_u`` and ``j mod n_l``.
 
     Fixed index pairing (ASSUMED): the loaders already shuffle which volumes meet. With ``n_l == n_u`` it is the
     identity pairing. Raises ``ValueError`` when either count is below 1 (nothing to mix with).
@@ -93,7 +94,7 @@ def pair_partner_indices(n_l: int, n_u: int) -> tuple[Tensor, Tensor]:
 def mix_labeled_unlabeled(
     feat: Tensor, n_labeled: int, eps: float = 1e-8, detach_weight: bool = False
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Mix every row of a joint batch with its partner of the other kind (stlu.md 4.3, vectorised 4.2).
+    """Mix every row of a joint batch with its partner of the other kind (vectorised :func:`channel_similarity_mix`).
 
     Labeled row i is mixed with unlabeled row ``i mod n_u`` and keeps its labeled output; unlabeled row j is mixed
     with labeled row ``j mod n_l`` and keeps its unlabeled output. Odd or unequal counts work by the modulo rule.
@@ -118,7 +119,7 @@ def mix_labeled_unlabeled(
 
 
 def channel_dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
-    """Channel-wise dropout of the D-stream (stlu.md 4.4): whole (sample, channel) maps zeroed with probability p.
+    """Channel-wise dropout of the D-stream (paper: p = 0.5): whole (sample, channel) maps zeroed with probability p.
 
     Kept maps are scaled by ``1 / (1 - p)``. ``dropout3d`` for 5-D input, ``dropout2d`` for 4-D, ``dropout1d`` for
     3-D; identity when ``training`` is False or ``p == 0``. ``0 <= p < 1`` (``ValueError`` otherwise).

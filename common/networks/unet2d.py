@@ -1,7 +1,7 @@
 """The 2-D U-Net of SSL4MIS (``code/networks/unet.py``, class ``UNet``, taken from PyMIC).
 
 Built from :class:`monai.networks.blocks.Convolution` so that every parameter has the shape, and is registered
-in the order, of the official class (baselines.md section 9.1). Official checkpoints load through
+in the order, of the official class. Official checkpoints load through
 :func:`ssl4mis_unet_key_map`; MONAI names its layers ``conv`` and ``adn.N``, the official class ``conv_conv.<i>``.
 
 Layout (defaults, 1 input channel, 4 classes, 1,813,764 parameters)::
@@ -14,9 +14,9 @@ Layout (defaults, 1 input channel, 4 classes, 1,813,764 parameters)::
 
 Up-sampling: the official ``UpBlock`` defaults to ``bilinear=True`` and the official ``Decoder`` never passes the
 ``'bilinear': False`` entry of the ``UNet`` params dict on, so the released network up-samples with a 1x1 conv plus
-bilinear interpolation (``decoder.up<k>.conv1x1`` weights). Only that reading gives the documented 1,813,764
-parameters; the 2x2 transposed-conv reading of baselines.md section 9.1 has 1,944,324 and cannot load official
-checkpoints. It stays available as ``bilinear=False``.
+bilinear interpolation (``decoder.up<k>.conv1x1`` weights). Only that reading gives the 1,813,764 parameters of the
+official class as instantiated; the 2x2 transposed-conv reading (what the ``'bilinear': False`` entry suggests) has
+1,944,324 and cannot load official checkpoints. It stays available as ``bilinear=False``.
 """
 
 import re
@@ -236,7 +236,7 @@ class UNetDecoder2D(nn.Module):
 
 
 class UNet2D(nn.Module):
-    """SSL4MIS/PyMIC 2-D U-Net (baselines.md section 9.1); ``forward(x)`` returns logits ``(B, num_classes, H, W)``.
+    """SSL4MIS/PyMIC 2-D U-Net (``code/networks/unet.py``); ``forward(x)`` returns logits ``(B, num_classes, H, W)``.
 
     H and W must be divisible by 16. Attributes ``encoder`` (:class:`UNetEncoder2D`) and ``decoder``
     (:class:`UNetDecoder2D`); methods call :meth:`forward_train`, which variants override.

@@ -1,10 +1,11 @@
 """The 3-D V-Net of SSL4MIS / UA-MT (``code/networks/vnet.py``, class ``VNet``), split into encoder and decoder.
 
-Not MONAI's ``VNet`` (5x5x5 residual stages, PReLU/ELU): this is the plain-stage, additive-skip network of
-baselines.md section 9.2 / stlu.md section 2, built from :class:`monai.networks.blocks.Convolution` with the
-official parameter shapes in the official registration order (block_one, block_one_dw, block_two, ...,
-block_five, block_five_up, block_six, ..., block_nine, out_conv). With f = n_filters = 16, 1 input channel and
-2 classes it has 9,448,866 parameters (encoder 7,376,896, decoder 2,071,970).
+Not MONAI's ``VNet`` (the original design of Milletari et al., 3DV 2016: 5x5x5 residual stages, PReLU/ELU): this
+is the plain-stage, additive-skip network of SSL4MIS and UA-MT (MC-Net's ``code/networks/VNet.py`` is the same
+network; the STLU-Net bundles use it too), built from :class:`monai.networks.blocks.Convolution` with the official
+parameter shapes in the official registration order (block_one, block_one_dw, block_two, ..., block_five,
+block_five_up, block_six, ..., block_nine, out_conv). With f = n_filters = 16, 1 input channel and 2 classes it has
+9,448,866 parameters (encoder 7,376,896, decoder 2,071,970).
 
 The official block names are kept as attribute names (``encoder.block_one`` ... ``decoder.out_conv``); inside a
 block MONAI's ``conv`` / ``adn.N`` replace the official ``conv.<index>``. :func:`ssl4mis_vnet_key_map` renames
@@ -215,7 +216,7 @@ class VNetDecoder(nn.Module):
 
 
 class VNet(nn.Module):
-    """SSL4MIS V-Net (baselines.md section 9.2); ``forward(x)`` returns logits ``(B, out_channels, X, Y, Z)``.
+    """SSL4MIS V-Net (``code/networks/vnet.py``); ``forward(x)`` returns logits ``(B, out_channels, X, Y, Z)``.
 
     Attributes ``encoder`` (:class:`VNetEncoder`) and ``decoder`` (:class:`VNetDecoder`). Dropout (when
     ``has_dropout``; the baseline bundles use True) acts in train mode and can be skipped for one call with
