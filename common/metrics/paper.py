@@ -1,4 +1,4 @@
-"""Paper-compatible segmentation metrics: medpy ``dc``/``jc``/``hd95``/``asd`` semantics (README.md, "Evaluate").
+"""Paper-compatible segmentation metrics: medpy ``dc``/``jc``/``hd95``/``asd`` semantics.
 
 Every reference line (SSL4MIS, UA-MT → MC-Net/MCF, CoraNet, DyCON, ALHVR) evaluates with
 ``medpy.metric.binary`` on binary masks **without** ``voxelspacing``, so the default here is ``spacing=None``
@@ -34,6 +34,8 @@ __all__ = [
     "asd_medpy",
     "case_metrics",
     "alhvr_case_metrics",
+    "alhvr_acdc_class_metrics",
+    "alhvr_val_metric",
     "precision_recall",
     "dice_ratio",
     "multiclass_case_metrics",
@@ -117,14 +119,14 @@ def jaccard_index(pred: Any, gt: Any) -> float:
 
 
 def precision_recall(pred: Any, gt: Any, eps: float = 1e-6) -> tuple[float, float]:
-    """CoraNet ``pre_rec`` (official ``utils1/statistic.py``): ``(|P∩G| / (|P| + eps), |P∩G| / (|G| + eps))``."""
+    """CoraNet ``statistic.pre_rec`` (official test script): ``(|P∩G| / (|P| + eps), |P∩G| / (|G| + eps))``."""
     p, g = _binary_pair(pred, gt)
     tp = float(np.count_nonzero(p & g))
     return tp / (float(np.count_nonzero(p)) + eps), tp / (float(np.count_nonzero(g)) + eps)
 
 
 def dice_ratio(pred: Any, gt: Any, eps: float = 1e-6) -> float:
-    """CoraNet's pseudo-label quality log (official ``dice_ratio``): ``2Σ(p·y) / (Σp + Σy + eps)``, binarised inputs."""
+    """CoraNet's pseudo-label quality log (official training script): ``2Σ(p·y) / (Σp + Σy + eps)`` of binary masks."""
     p, g = _binary_pair(pred, gt)
     tp = float(np.count_nonzero(p & g))
     return 2.0 * tp / (float(np.count_nonzero(p)) + float(np.count_nonzero(g)) + eps)
@@ -182,7 +184,7 @@ def hd95_medpy(pred: Any, gt: Any, spacing: Spacing = None) -> float:
     """medpy ``hd95``: 95th percentile (linear) of the union of both directed surface-distance sets.
 
     Distances are in voxels with ``spacing=None`` (how every paper reports), otherwise in the spacing's unit.
-    Raises :class:`EmptyMaskError` (a ``ValueError``) when either mask is empty, as medpy's ``hd95`` does.
+    Raises :class:`EmptyMaskError` (a ``ValueError``) when either mask is empty, as medpy does.
     """
     p, g = _binary_pair(pred, gt)
     return _hd95_from(*_directed_distances(p, g, spacing))
@@ -212,7 +214,7 @@ def _medpy_four(p: np.ndarray, g: np.ndarray, spacing: Spacing) -> tuple[float, 
 def case_metrics(
     pred: Any, gt: Any, empty_gt: str = "raise", *, spacing: Spacing = None
 ) -> tuple[float, float, float, float]:
-    """Per-case ``(dice, jaccard, hd95, asd)`` with medpy semantics, voxel units by default (the papers' test scripts).
+    """Per-case ``(dice, jaccard, hd95, asd)`` with medpy semantics, voxel units by default.
 
     Empty-mask rules, in this order:
 
@@ -220,8 +222,8 @@ def case_metrics(
       (flattering for the distances; count such cases, see :func:`multiclass_case_metrics`). This includes the case
       where the ground truth is empty too, exactly as in those scripts.
     * empty ground truth with a non-empty prediction → ``ValueError`` (medpy's ``hd95`` would raise), unless
-      ``empty_gt="zero"``, DyCON's rule (official ``calculate_metric_percase`` of ``code/utils/test_3d_patch.py``:
-      empty ground truth → HD95 = ASD = 0; Dice and Jaccard are 0 anyway) → ``(0, 0, 0, 0)``.
+      ``empty_gt="zero"``, DyCON's rule (its official test script: empty ground truth → HD95 = ASD = 0; Dice and
+      Jaccard are 0 anyway) → ``(0, 0, 0, 0)``.
 
     ``spacing`` (keyword only) gives the clearly-labelled physical variant; leave it ``None`` for paper numbers.
     """
@@ -238,8 +240,7 @@ def case_metrics(
 
 
 def alhvr_case_metrics(pred: Any, gt: Any) -> tuple[float, float, float, float]:
-    """ALHVR's BraTS test helper (official ``train_ALHVR/code/test_bra_util.py``): medpy ``(dc, jc, hd95, asd)`` in
-    unit spacing, no empty guard.
+    """ALHVR test helper (official BraTS test script): medpy ``(dc, jc, hd95, asd)``, unit spacing, no empty guard.
 
     Raises :class:`EmptyMaskError` (``ValueError`` and ``RuntimeError``) on an empty prediction or ground truth,
     like the unguarded medpy calls of the official BraTS test script.
@@ -248,10 +249,34 @@ def alhvr_case_metrics(pred: Any, gt: Any) -> tuple[float, float, float, float]:
     return _medpy_four(p, g, None)
 
 
+def alhvr_acdc_class_metrics(pred: np.ndarray, gt: np.ndarray, num_classes: int = 4) -> np.ndarray:
+    """Per-class ``(dice, jaccard, hd95, asd)`` of one ACDC volume (ALHVR's ``test_acdc.py``), ``[K-1, 4]`` float64.
+
+    A class the prediction does not contain scores ``(0, 0, 0, 0)``; otherwise medpy semantics in unit spacing
+    (:func:`alhvr_case_metrics`, which raises when the ground truth lacks the class, like medpy).
+    """
+    pred, gt = np.asarray(pred), np.asarray(gt)
+    rows = np.zeros((num_classes - 1, 4), dtype=np.float64)
+    for c in range(1, num_classes):
+        p = pred == c
+        if p.any():
+            rows[c - 1] = alhvr_case_metrics(p, gt == c)
+    return rows
+
+
+def alhvr_val_metric(gt: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
+    """BraTS validation ``(dice, hd95)`` of ALHVR's ``val_bra.py``: ``(0, 0)`` when the prediction or the ground
+    truth is empty, else medpy ``dc`` and ``hd95`` in unit spacing. Note the argument order ``(gt, pred)``."""
+    g, p = np.asarray(gt).astype(bool), np.asarray(pred).astype(bool)
+    if not p.any() or not g.any():
+        return 0.0, 0.0
+    return dice_coefficient(p, g), hd95_medpy(p, g)
+
+
 def multiclass_case_metrics(
     pred_labels: Any, gt_labels: Any, class_ids: Sequence[int], spacing: Spacing = None
 ) -> list[dict[str, Any]]:
-    """Per-class paper metrics of one case from integer label maps (for the evaluation reports).
+    """Per-class paper metrics of one case from integer label maps (evaluation reports).
 
     One dict per entry of ``class_ids``, keys ``class_id, dice, jaccard, hd95, asd, empty_pred, empty_gt``:
 
