@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from monai.bundle import ConfigParser
 
-from common.export import PACKAGE_NAME, export_bundle
+from common.tools.export import PACKAGE_NAME, export_bundle
 from tests.conftest import REPO_ROOT
 
 SCHEMA = REPO_ROOT / "tests" / "fixtures" / "meta_schema_20240725.json"

@@ -6,7 +6,7 @@ import csv
 import subprocess
 import sys
 
-from common.plots import write_png
+from common.tools.plots import write_png
 from tests.conftest import REPO_ROOT
 
 
@@ -65,7 +65,7 @@ def read_png(path):
 def test_text_mask_draws_the_glyphs():
     import numpy as np
 
-    from common.plots import text_mask
+    from common.tools.plots import text_mask
 
     one = np.array([[0, 1, 0, 0], [1, 1, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0], [1, 1, 1, 0]], dtype=bool)
     assert np.array_equal(text_mask("1", scale=1), one)  # the glyph, then one blank column
@@ -78,7 +78,7 @@ def test_text_mask_draws_the_glyphs():
 def test_bar_chart_labels_each_bar_under_the_axis(tmp_path):
     import numpy as np
 
-    from common.plots import bar_chart_png, text_mask
+    from common.tools.plots import bar_chart_png, text_mask
 
     names = ["cps_la", "supervised_acdc"]
     image = read_png(bar_chart_png(tmp_path / "d.png", names, [[0.5, 0.7], [0.9]], height=100))

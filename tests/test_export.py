@@ -22,7 +22,16 @@ import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
 
 from common.data.prepare import ACDC_LABELS, BRATS_LABELS, ISLES_LABELS, LA_LABELS, PANCREAS_LABELS
-from common.export import ExportError, check_metadata, export_bundle, main, plain_state_dict, rewrite_config
+from common.tools.export import (
+    DATASET_TOOLING_PARTS,
+    RUNTIME_PARTS,
+    ExportError,
+    check_metadata,
+    export_bundle,
+    main,
+    plain_state_dict,
+    rewrite_config,
+)
 from tests.bundle_utils import BUNDLES, TINY
 from tests.conftest import REPO_ROOT
 from tests.export_utils import (
@@ -35,6 +44,9 @@ from tests.export_utils import (
 )
 
 NAMES = bundle_names()
+PACKAGE = REPO_ROOT / "common"
+# the repository tools and the entry modules of their commands: never exported
+TOOL_PARTS = ("tools", "export.py", "compare.py")
 DATASET_LABELS = {"acdc": ACDC_LABELS, "la": LA_LABELS, "brats": BRATS_LABELS, "pancreas": PANCREAS_LABELS}
 DATASET_LABELS["isles"] = ISLES_LABELS
 # the model zoo's readme template headings (bundle-conventions.md §1)
@@ -204,10 +216,13 @@ def test_net_in_out_and_torchscript_export(exports, name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_workflow_properties_train_and_infer(exports, name, phantom_datasets):
-    bundle = exports[name]
+    check_train_and_infer_workflows(exports[name], BUNDLES[name], phantom_datasets[BUNDLES[name]])
+
+
+def check_train_and_infer_workflows(bundle: Path, flavour: str, dataset_dir: Path) -> None:
+    """Train and infer workflows of an exported bundle initialise with every property, from its own ``scripts``."""
     configs = bundle / "configs"
-    flavour = BUNDLES[name]
-    common = {"bundle_root": str(bundle), "dataset_dir": str(phantom_datasets[flavour]), "num_workers": 0}
+    common = {"bundle_root": str(bundle), "dataset_dir": str(dataset_dir), "num_workers": 0}
     tiny = {**TINY[flavour], "amp": False}
     runs = [
         (["train"], "train", {**tiny}),
@@ -293,6 +308,89 @@ def test_dataset_dir_option_sets_plain_defaults_only():
     assert rewrite_config(demo, dataset_dir="/data/LA")["dataset_dir"]["_target_"].startswith("scripts.")
     train = rewrite_config({"dataset_dir": "/workspace/data/LA", "bundle_root": "bundles/x"}, dataset_dir="/data/LA")
     assert train == {"dataset_dir": "/data/LA", "bundle_root": "."}
+
+
+def part_of(relative: Path, parts: tuple[str, ...]) -> bool:
+    """Whether a path relative to the package lies in one of export's ``parts`` (a file, or a folder's content)."""
+    return any(relative.as_posix() == part or relative.as_posix().startswith(part + "/") for part in parts)
+
+
+def package_files() -> list[Path]:
+    return [p.relative_to(PACKAGE) for p in sorted(PACKAGE.rglob("*")) if p.is_file() and "__pycache__" not in p.parts]
+
+
+def test_every_package_file_is_runtime_dataset_tooling_or_a_tool():
+    """The export allow-list stays complete: a new file must be placed in one of the groups on purpose."""
+    groups = RUNTIME_PARTS + DATASET_TOOLING_PARTS + TOOL_PARTS
+    assert [p for p in package_files() if not part_of(p, groups)] == []
+    assert not set(RUNTIME_PARTS) & set(DATASET_TOOLING_PARTS + TOOL_PARTS)
+
+
+def relative_imports(path: Path) -> list[tuple[Path, list[str]]]:
+    """``(package-relative module path without suffix, imported names)`` of each relative import in ``path``."""
+    module = path.relative_to(PACKAGE).with_suffix("")
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            base = module.parents[node.level - 1]  # level 1: the module's own package
+            target = base.joinpath(*node.module.split(".")) if node.module else base
+            found.append((target, [alias.name for alias in node.names]))
+    return found
+
+
+def resolve(target: Path, names: list[str]) -> list[Path]:
+    """The package files a relative import loads: the module or package, and any submodules it names."""
+    files = [target.with_suffix(".py")] if (PACKAGE / target.with_suffix(".py")).is_file() else []
+    files += [target / "__init__.py"] if (PACKAGE / target / "__init__.py").is_file() else []
+    files += [target / f"{n}.py" for n in names if (PACKAGE / target / f"{n}.py").is_file()]
+    return files
+
+
+def test_runtime_imports_nothing_outside_the_runtime():
+    """What every export ships is closed under its own imports: no runtime module needs tooling or tools."""
+    outside = []
+    for relative in package_files():
+        if relative.suffix == ".py" and part_of(relative, RUNTIME_PARTS):
+            for target, names in relative_imports(PACKAGE / relative):
+                loaded = resolve(target, names)
+                assert loaded, f"{relative}: cannot resolve the import of {target}"
+                outside += [f"{relative} -> {f}" for f in loaded if not part_of(f, RUNTIME_PARTS)]
+    assert outside == []
+
+
+def test_export_without_a_tooling_reference_ships_the_runtime_only(tmp_path, phantom_datasets):
+    """No demo.json (the only config naming the phantom generator): scripts/ is exactly the runtime, and runs."""
+    source = fake_bundle(tmp_path)
+    (source / "configs" / "demo.json").unlink()
+    out = export_bundle(source, tmp_path / "out" / "supervised_la")
+    shipped = [p.relative_to(out / "scripts") for p in (out / "scripts").rglob("*") if p.is_file()]
+    expected = [p for p in package_files() if part_of(p, RUNTIME_PARTS) and p.suffix != ".pyc"]
+    assert sorted(shipped) == sorted(expected)
+    assert not [p for p in shipped if part_of(p, DATASET_TOOLING_PARTS + TOOL_PARTS)]
+    assert not (out / "scripts" / "tools").exists() and not (out / "scripts" / "data" / "phantoms.py").exists()
+    check_train_and_infer_workflows(out, BUNDLES["supervised_la"], phantom_datasets["la"])
+
+
+def test_export_ships_the_dataset_tooling_its_demo_names_and_no_tools(exports, tmp_path):
+    """demo.json's dataset_dir is the phantom generator: it runs from the exported bundle's own scripts/."""
+    bundle = exports["mean_teacher_la"]
+    scripts = bundle / "scripts"
+    shipped = [p.relative_to(scripts) for p in scripts.rglob("*") if p.is_file()]
+    assert not [p for p in shipped if part_of(p, TOOL_PARTS)] and not (scripts / "tools").exists()
+    assert [p for p in package_files() if part_of(p, DATASET_TOOLING_PARTS)] == sorted(
+        p for p in shipped if part_of(p, DATASET_TOOLING_PARTS)
+    )
+    generator = json.loads((bundle / "configs" / "demo.json").read_text())["dataset_dir"]
+    tiny = {"num_train": 1, "num_val": 0, "num_test": 0, "shape": [16, 16, 16]}
+    # the cache folder is under the bundle root, which train.json sets
+    parser = ConfigParser({"bundle_root": str(tmp_path), "dataset_dir": {**generator, **tiny}})
+    with bundle_on_path(bundle):
+        dataset_dir = Path(parser.get_parsed_content("dataset_dir"))
+        assert scripts_origin() == scripts
+    assert dataset_dir == tmp_path / ".cache" / "phantom_la"
+    assert [item["case"] for item in json.loads((dataset_dir / "dataset.json").read_text())["training"]] == [
+        "LA:phantom001"
+    ]
 
 
 def test_command_line_zip_holds_the_bundle_folder(tmp_path):

@@ -1,0 +1,411 @@
+"""Export a repository bundle as a self-contained MONAI bundle (model zoo and MONAI Label layout).
+
+    python -m common.export bundles/<name> <out_dir> [--zip] [--model-file FILE] [--dataset-dir DIR] [--overwrite]
+
+``<out_dir>`` becomes the bundle folder: ``LICENSE``, ``configs/``, ``docs/``, ``models/model.pt`` (when the
+bundle has trained weights or ``--model-file`` names some) and ``scripts/``, the runtime part of the package
+(``RUNTIME_PARTS``; the dataset tooling only when an exported config names it, the repository tools never). Every
+``common.`` reference in the exported configs and docs is rewritten to ``scripts.`` and ``bundle_root`` is set to
+``"."``, so the folder runs with only itself on the Python path, as the model zoo's CI and MONAI Label load it
+(bundle-conventions.md §5). Run outputs (``eval/``, logs, tensorboard runs, resume checkpoints, caches) are never
+copied. ``--zip`` also writes ``<name>_v<version>.zip`` next to ``<out_dir>``, holding the folder as ``<name>/``.
+The export refuses weights that do not load with ``torch.load(weights_only=True)`` and metadata whose version
+pins cannot be installed on the model zoo's Python (3.10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import fnmatch
+import functools
+import json
+import re
+import shutil
+import sys
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "PACKAGE_NAME",
+    "RUNTIME_PARTS",
+    "DATASET_TOOLING_PARTS",
+    "ExportError",
+    "rewrite_references",
+    "rewrite_config",
+    "plain_state_dict",
+    "third_party_imports",
+    "check_metadata",
+    "package_parts",
+    "export_bundle",
+    "zip_bundle",
+    "main",
+]
+
+PACKAGE_NAME = "scripts"
+SOURCE_PACKAGE = Path(__file__).resolve().parents[1]  # the package this tools/ folder belongs to
+SOURCE_NAME = SOURCE_PACKAGE.name
+
+BUNDLE_FILES = ("LICENSE", "large_files.yml", "large_files.yaml")
+BUNDLE_DIRS = ("configs", "docs")
+# run outputs and caches: never part of a shared bundle
+EXCLUDED_DIRS = {"eval", "runs", "logs", "mlruns", "tensorboard", "__pycache__", ".cache", ".pytest_cache"}
+EXCLUDED_FILES = (
+    "*.pyc",
+    "*.log",
+    "events.out.tfevents*",
+    "latest_*",
+    "training_state*",
+    "verify_model.ts",
+    "monailabel_train.json",
+    ".DS_Store",
+)
+# What every exported bundle runs, relative to the package (a folder stands for everything below it). An explicit
+# list: a new module reaches exported bundles only once it is added here, and the repository tools never do.
+RUNTIME_PARTS = (
+    "__init__.py",
+    "inferers.py",
+    "schedules.py",
+    "engines",
+    "losses",
+    "methods",
+    "metrics",
+    "networks",
+    "data/__init__.py",
+    "data/check.py",
+    "data/contract.py",
+    "data/datasets.py",
+    "data/recipes.py",
+    "data/transforms.py",
+)
+# Dataset tooling (preparers, phantoms, split lists): exported only when an exported config names one of its
+# modules. Every bundle's demo.json does (its dataset_dir is ensure_phantom_dataset), so the demo still runs from
+# the exported folder; the tooling then travels whole, so the prepare commands in the bundle's docs run there too.
+DATASET_TOOLING_PARTS = ("data/phantoms.py", "data/prepare.py", "data/splits")
+TEXT_SUFFIXES = (".py", ".md", ".txt", ".json", ".list", ".yaml", ".yml")
+
+# The model zoo's CPU premerge runs on Python 3.10: the newest release series of these packages that still
+# ships for it (numpy 2.3, scipy 1.16 and scikit-image 0.26 need Python 3.11).
+PY310_LATEST_SERIES = {"numpy": (2, 2), "scipy": (1, 15), "scikit-image": (0, 25)}
+# top-level import name -> PyPI distribution, for the packages MONAI does not install itself
+DISTRIBUTIONS = {
+    "ignite": "pytorch-ignite",
+    "nibabel": "nibabel",
+    "scipy": "scipy",
+    "h5py": "h5py",
+    "yaml": "pyyaml",
+    "itk": "itk",
+    "skimage": "scikit-image",
+    "tqdm": "tqdm",
+    "tensorboard": "tensorboard",
+    "fire": "fire",
+}
+PINNED_ELSEWHERE = {"torch", "numpy", "monai"}  # pytorch_version, numpy_version, monai_version
+VERSION = re.compile(r"^\d+(\.\d+)*$")
+
+# ``common.x`` (not ``foo.common.x`` or ``my_common.x``), the path ``common/x``, ``import common`` and
+# ``from common import``
+_REFERENCE = re.compile(
+    rf"(?<![\w.]){SOURCE_NAME}(?=\.[A-Za-z_])|(?<![\w./-]){SOURCE_NAME}(?=/[A-Za-z_])"
+    rf"|(?<=\bimport ){SOURCE_NAME}\b|(?<=\bfrom ){SOURCE_NAME}(?= import\b)"
+)
+
+
+class ExportError(ValueError):
+    """The bundle cannot be exported as it is (bad weights, pins, missing files or an occupied output folder)."""
+
+
+def rewrite_references(text: str, package: str = PACKAGE_NAME) -> str:
+    """Replace every dotted, path or imported reference to this package (``common.networks.X``) by ``package``."""
+    return _REFERENCE.sub(package, text)
+
+
+def _rewrite_strings(value: Any, package: str) -> Any:
+    if isinstance(value, str):
+        return rewrite_references(value, package)
+    if isinstance(value, list):
+        return [_rewrite_strings(v, package) for v in value]
+    if isinstance(value, dict):
+        return {k: _rewrite_strings(v, package) for k, v in value.items()}
+    return value
+
+
+def rewrite_config(
+    config: Mapping[str, Any], package: str = PACKAGE_NAME, dataset_dir: str | None = None
+) -> dict[str, Any]:
+    """An exported copy of one config: package references rewritten, ``bundle_root`` ``"."``.
+
+    The one function that decides what an exported config holds; everything else copies its result.
+
+    ``dataset_dir``, when given, replaces a top-level ``dataset_dir`` that is a plain path (not the demo overlay's
+    phantom generator).
+    """
+    out = _rewrite_strings(dict(config), package)
+    if "bundle_root" in out:
+        out["bundle_root"] = "."
+    if dataset_dir is not None and isinstance(out.get("dataset_dir"), str):
+        out["dataset_dir"] = dataset_dir
+    return out
+
+
+def _dump_json(data: Any, path: Path) -> None:
+    """The model zoo's pretty-format-json style: 4-space indent, keys in order, ASCII escapes, a final newline."""
+    path.write_text(json.dumps(data, indent=4) + "\n", encoding="utf-8")
+
+
+def _excluded(path: Path) -> bool:
+    return any(part in EXCLUDED_DIRS for part in path.parts) or any(
+        fnmatch.fnmatch(path.name, pattern) for pattern in EXCLUDED_FILES
+    )
+
+
+def _files(folder: Path) -> Iterator[Path]:
+    """Files below ``folder`` (relative paths, sorted), run outputs left out."""
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if path.is_file() and not _excluded(relative):
+            yield relative
+
+
+def _copy_text_or_bytes(source: Path, target: Path, rewrite: bool) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if rewrite and source.suffix in TEXT_SUFFIXES:
+        target.write_text(rewrite_references(source.read_text(encoding="utf-8")), encoding="utf-8")
+    else:
+        shutil.copyfile(source, target)  # content only: no symlink, no permissions carried over
+
+
+def plain_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The network weights in ``path`` as a plain state dict, loaded with ``weights_only=True``.
+
+    A ``{"model": state_dict}`` checkpoint is unwrapped; anything that is not a mapping of tensors is refused.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, ... depending on the content
+        raise ExportError(f"{path} does not load with torch.load(weights_only=True): {err}") from err
+    if isinstance(checkpoint, Mapping) and set(checkpoint) == {"model"} and isinstance(checkpoint["model"], Mapping):
+        checkpoint = checkpoint["model"]
+    if not isinstance(checkpoint, Mapping) or not checkpoint:
+        raise ExportError(f"{path} is not a state dict (found {type(checkpoint).__name__}).")
+    bad = [str(k) for k, v in checkpoint.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ExportError(f"{path} is not a plain state dict: non-tensor entries {bad[:5]}.")
+    return dict(checkpoint)
+
+
+def third_party_imports(package_dir: str | Path) -> set[str]:
+    """Top-level names of the non-standard-library modules that the ``.py`` files below ``package_dir`` import."""
+    return set(_third_party_imports(Path(package_dir).resolve()))
+
+
+@functools.lru_cache(maxsize=8)
+def _third_party_imports(package_dir: Path) -> frozenset[str]:
+    names: set[str] = set()
+    for path in Path(package_dir).rglob("*.py"):
+        if _excluded(path.relative_to(package_dir)):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return frozenset(n for n in names if n not in sys.stdlib_module_names and n not in {SOURCE_NAME, PACKAGE_NAME})
+
+
+def _series(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".")[:2])
+
+
+def check_metadata(meta: Mapping[str, Any], imports: set[str] | None = None) -> list[str]:
+    """Problems of ``meta`` for the model zoo: changelog, exact pins installable on Python 3.10, missing pins.
+
+    ``imports``: top-level modules the bundle's code imports (default: those of this package); each one that MONAI
+    does not install must have a ``required_packages_version`` pin.
+    """
+    problems = []
+    version = meta.get("version")
+    if not isinstance(meta.get("changelog"), Mapping) or version not in meta["changelog"]:
+        problems.append(f"changelog has no entry for version {version!r}")
+    packages = dict(meta.get("required_packages_version") or {})
+    pins = {"torch": meta.get("pytorch_version"), "numpy": meta.get("numpy_version"), **packages}
+    pins["monai"] = meta.get("monai_version")
+    for name, pin in pins.items():
+        if not isinstance(pin, str) or not VERSION.match(pin):
+            problems.append(f"{name} pin {pin!r} is not an exact release number")
+        elif name in PY310_LATEST_SERIES and _series(pin) > PY310_LATEST_SERIES[name]:
+            latest = ".".join(map(str, PY310_LATEST_SERIES[name]))
+            problems.append(f"{name}=={pin} does not install on Python 3.10 (latest series for it: {latest})")
+    monai_version = meta.get("monai_version")
+    if isinstance(monai_version, str) and monai_version.endswith(".9"):
+        problems.append(f"monai_version {monai_version} ends in .9 (the zoo's upper bound helper mishandles it)")
+    needed = imports if imports is not None else third_party_imports(SOURCE_PACKAGE)
+    for module in sorted(needed - PINNED_ELSEWHERE):
+        dist = DISTRIBUTIONS.get(module, module)
+        if dist not in packages:
+            problems.append(f"the bundle code imports {module} but required_packages_version has no {dist!r} pin")
+    return problems
+
+
+def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise ExportError(f"{out_dir} exists and is not empty; pass --overwrite to replace it.")
+        if not (out_dir / "configs" / "metadata.json").is_file():
+            raise ExportError(f"{out_dir} is not an exported bundle; refusing to replace it even with --overwrite.")
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _export_configs(source: Path, target: Path, dataset_dir: str | None) -> None:
+    for relative in _files(source):
+        src, dst = source / relative, target / relative
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.suffix == ".json":
+            _dump_json(rewrite_config(json.loads(src.read_text(encoding="utf-8")), dataset_dir=dataset_dir), dst)
+        else:
+            _copy_text_or_bytes(src, dst, rewrite=True)
+
+
+def _export_docs(source: Path, target: Path, name: str) -> None:
+    for relative in _files(source):
+        src, dst = source / relative, target / relative
+        if src.suffix != ".md":
+            _copy_text_or_bytes(src, dst, rewrite=False)
+            continue
+        text = rewrite_references(src.read_text(encoding="utf-8"))
+        # commands in the docs are written for the repository root; the exported folder is the bundle root
+        text = text.replace(f"bundles/{name}/", "").replace("From the repository root:", "From the bundle folder:")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_text(text, encoding="utf-8")
+
+
+def _write_data_license(meta: Mapping[str, Any], docs: Path) -> None:
+    """``docs/data_license.txt`` (zoo CONTRIBUTING) from the metadata's ``data_source`` and ``data_license``."""
+    lines = [f"Data source: {meta['data_source']}"] if meta.get("data_source") else []
+    if meta.get("data_license"):
+        lines.append(f"Data license: {meta['data_license']}")
+    if lines:
+        docs.mkdir(parents=True, exist_ok=True)
+        (docs / "data_license.txt").write_text("\n\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _in_parts(relative: Path, parts: Sequence[str]) -> bool:
+    path = relative.as_posix()
+    return any(path == part or path.startswith(part + "/") for part in parts)
+
+
+def _names_any(config_dir: Path, parts: Sequence[str]) -> bool:
+    """Whether a file below ``config_dir`` names a module of ``parts`` as ``scripts.<module>`` (an exported config)."""
+    modules = "|".join(re.escape(part.removesuffix(".py").replace("/", ".")) for part in parts)
+    reference = re.compile(rf"(?<![\w.]){PACKAGE_NAME}\.(?:{modules})\b")
+    files = (p for p in sorted(config_dir.rglob("*")) if p.is_file() and p.suffix in TEXT_SUFFIXES)
+    return any(reference.search(p.read_text(encoding="utf-8")) for p in files)
+
+
+def package_parts(config_dir: str | Path) -> tuple[str, ...]:
+    """The parts of the package a bundle with the exported configs in ``config_dir`` gets as ``scripts/``.
+
+    The runtime always; the dataset tooling as well when one of those configs names it.
+    """
+    tooling = DATASET_TOOLING_PARTS if _names_any(Path(config_dir), DATASET_TOOLING_PARTS) else ()
+    return RUNTIME_PARTS + tooling
+
+
+def _export_package(target: Path, parts: Sequence[str]) -> None:
+    for relative in _files(SOURCE_PACKAGE):
+        if _in_parts(relative, parts):
+            _copy_text_or_bytes(SOURCE_PACKAGE / relative, target / relative, rewrite=True)
+
+
+def export_bundle(
+    bundle_dir: str | Path,
+    out_dir: str | Path,
+    model_file: str | Path | None = None,
+    dataset_dir: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the self-contained export of ``bundle_dir`` to ``out_dir`` and return ``out_dir``.
+
+    Args:
+        bundle_dir: a repository bundle (``configs/metadata.json``, ``LICENSE``, ...).
+        out_dir: the exported bundle folder; must be empty or absent unless ``overwrite``.
+        model_file: weights to ship as ``models/model.pt`` (default: the bundle's own ``models/model.pt`` if any).
+        dataset_dir: default ``dataset_dir`` written into the exported configs (e.g. the folder MONAI Label's
+            training takes the unlabeled stream from).
+        overwrite: replace a non-empty ``out_dir``.
+    """
+    source = Path(bundle_dir).resolve()
+    out = Path(out_dir).resolve()
+    meta_path = source / "configs" / "metadata.json"
+    for required in (meta_path, source / "LICENSE", source / "configs" / "inference.json"):
+        if not required.is_file():
+            raise ExportError(f"{required} is missing: {source} is not a complete bundle.")
+    if out == source or source in out.parents:
+        raise ExportError(f"{out} lies inside the bundle {source}; export to another folder.")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    problems = check_metadata(meta)
+    if problems:
+        raise ExportError(f"{meta_path} is not ready for the model zoo:\n  " + "\n  ".join(problems))
+    weights_path = Path(model_file) if model_file is not None else source / "models" / "model.pt"
+    weights = plain_state_dict(weights_path) if model_file is not None or weights_path.is_file() else None
+
+    _prepare_out_dir(out, overwrite)
+    for name in BUNDLE_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, out / name)
+    _export_configs(source / "configs", out / "configs", dataset_dir)
+    if (source / "docs").is_dir():
+        _export_docs(source / "docs", out / "docs", source.name)
+    if not (out / "docs" / "data_license.txt").is_file():
+        _write_data_license(meta, out / "docs")
+    _export_package(out / PACKAGE_NAME, package_parts(out / "configs"))
+    if weights is not None:
+        (out / "models").mkdir(exist_ok=True)
+        torch.save(weights, out / "models" / "model.pt")
+    return out
+
+
+def zip_bundle(bundle_dir: str | Path, name: str | None = None) -> Path:
+    """Zip an exported bundle as ``<name>_v<version>.zip`` next to it, entries under ``<name>/`` (zoo layout)."""
+    folder = Path(bundle_dir).resolve()
+    name = name or folder.name
+    version = json.loads((folder / "configs" / "metadata.json").read_text(encoding="utf-8"))["version"]
+    archive = folder.parent / f"{name}_v{version}.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for relative in _files(folder):
+            zf.write(folder / relative, f"{name}/{relative.as_posix()}")
+    return archive
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m common.export", description=__doc__.strip().splitlines()[0])
+    parser.add_argument("bundle", type=Path, help="repository bundle folder, e.g. bundles/mean_teacher_la")
+    parser.add_argument("out_dir", type=Path, help="exported bundle folder to write")
+    parser.add_argument("--zip", action="store_true", help="also write <name>_v<version>.zip next to out_dir")
+    parser.add_argument("--model-file", type=Path, help="weights to ship as models/model.pt (a state dict)")
+    parser.add_argument("--dataset-dir", help="default dataset_dir of the exported configs")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty out_dir")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        out = export_bundle(args.bundle, args.out_dir, args.model_file, args.dataset_dir, args.overwrite)
+        print(f"exported {args.bundle} to {out}")
+        if args.zip:
+            print(f"wrote {zip_bundle(out, name=Path(args.bundle).resolve().name)}")
+    except ExportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
