@@ -54,7 +54,7 @@ def make_workflow(name: str, configs=("train", "demo"), workflow_type="train", *
     workflow = ConfigWorkflow(
         config_file=config_files(name, *configs),
         meta_file=str(bundle_dir(name) / "configs" / "metadata.json"),
-        logging_file=str(bundle_dir(name) / "configs" / "logging.conf"),
+        logging_file=str(REPO_ROOT / "bundles" / "shared" / "logging.conf"),
         workflow_type=workflow_type,
         **overrides,
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import copy
 import fnmatch
 import functools
 import json
@@ -29,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from monai.bundle import ConfigParser
+from monai.bundle.utils import MACRO_KEY
 
 __all__ = [
     "PACKAGE_NAME",
@@ -49,6 +52,9 @@ __all__ = [
 PACKAGE_NAME = "scripts"
 SOURCE_PACKAGE = Path(__file__).resolve().parents[1]  # the package this tools/ folder belongs to
 SOURCE_NAME = SOURCE_PACKAGE.name
+REPOSITORY = SOURCE_PACKAGE.parent  # macros in bundle configs name shared files relative to the repository root
+SHARED_LOGGING = "bundles/shared/logging.conf"
+SHARED_FILES = {"LICENSE": REPOSITORY / "LICENSE", "configs/logging.conf": REPOSITORY / SHARED_LOGGING}
 
 BUNDLE_FILES = ("LICENSE", "large_files.yml", "large_files.yaml")
 BUNDLE_DIRS = ("configs", "docs")
@@ -137,19 +143,70 @@ def _rewrite_strings(value: Any, package: str) -> Any:
 def rewrite_config(
     config: Mapping[str, Any], package: str = PACKAGE_NAME, dataset_dir: str | None = None
 ) -> dict[str, Any]:
-    """An exported copy of one config: package references rewritten, ``bundle_root`` ``"."``.
+    """An exported copy of one config: shared blocks inlined, package references rewritten, ``bundle_root`` ``"."``.
 
     The one function that decides what an exported config holds; everything else copies its result.
 
     ``dataset_dir``, when given, replaces a top-level ``dataset_dir`` that is a plain path (not the demo overlay's
     phantom generator).
     """
-    out = _rewrite_strings(dict(config), package)
+    flat = without_repository_logging(handlers_as_lists(resolve_file_macros(dict(config))))
+    out = _rewrite_strings(flat, package)
     if "bundle_root" in out:
         out["bundle_root"] = "."
     if dataset_dir is not None and isinstance(out.get("dataset_dir"), str):
         out["dataset_dir"] = dataset_dir
     return out
+
+
+def resolve_file_macros(value: Any, root: Path = REPOSITORY) -> Any:
+    """``value`` with every ``%path/file.json#id`` macro replaced by that entry of the file (paths from ``root``).
+
+    Same-file macros (``%network_def``) stay: they resolve inside the exported file as they do in the repository.
+    """
+    if isinstance(value, dict):
+        return {k: resolve_file_macros(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_file_macros(v, root) for v in value]
+    if isinstance(value, str) and value.startswith(MACRO_KEY):
+        path, ids = ConfigParser.split_path_id(value[len(MACRO_KEY) :])
+        if path:
+            if not (root / path).is_file():
+                raise ExportError(f"macro {value!r} names {root / path}, which does not exist.")
+            entry = ConfigParser(ConfigParser.load_config_file(root / path))[ids]
+            return resolve_file_macros(copy.deepcopy(entry), root)
+    return value
+
+
+def without_repository_logging(config: dict[str, Any]) -> dict[str, Any]:
+    """Drop the ``initialize`` step that applies ``bundles/shared/logging.conf``: the export ships it as
+    ``configs/logging.conf``, which ``monai.bundle run`` and MONAI Label apply by themselves."""
+    steps = config.get("initialize")
+    if isinstance(steps, list):
+        config["initialize"] = [s for s in steps if not (isinstance(s, dict) and s.get("fname") == SHARED_LOGGING)]
+    return config
+
+
+def handlers_as_lists(config: dict[str, Any]) -> dict[str, Any]:
+    """``train#handlers`` and ``validate#handlers`` as plain lists of handler configs, in ``handler`` order.
+
+    In the repository each handler has an id (``train#handler#stats``) and ``handlers`` is an expression over
+    them, so overlays switch handlers by id. MONAI Label edits ``train#handlers`` as a list of dicts (it inserts
+    a ``CheckpointLoader``), so the exported configs spell the list out; a handler that references a top-level
+    id (``@inspection_saver``) is inlined, or left out when that id is ``null``.
+    """
+    for section in ("train", "validate"):
+        block = config.get(section)
+        if not isinstance(block, dict) or not isinstance(block.get("handler"), dict):
+            continue
+        handlers = []
+        for handler in block.pop("handler").values():
+            if isinstance(handler, str) and handler.startswith("@") and handler[1:] in config:
+                handler = config.pop(handler[1:])
+            if handler is not None:
+                handlers.append(handler)
+        block["handlers"] = handlers
+    return config
 
 
 def _dump_json(data: Any, path: Path) -> None:
@@ -342,7 +399,7 @@ def export_bundle(
     source = Path(bundle_dir).resolve()
     out = Path(out_dir).resolve()
     meta_path = source / "configs" / "metadata.json"
-    for required in (meta_path, source / "LICENSE", source / "configs" / "inference.json"):
+    for required in (meta_path, source / "configs" / "inference.json", *SHARED_FILES.values()):
         if not required.is_file():
             raise ExportError(f"{required} is missing: {source} is not a complete bundle.")
     if out == source or source in out.parents:
@@ -358,6 +415,9 @@ def export_bundle(
     for name in BUNDLE_FILES:
         if (source / name).is_file():
             shutil.copyfile(source / name, out / name)
+    for relative, shared in SHARED_FILES.items():  # kept once in the repository, shipped by every bundle
+        (out / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shared, out / relative)
     _export_configs(source / "configs", out / "configs", dataset_dir)
     if (source / "docs").is_dir():
         _export_docs(source / "docs", out / "docs", source.name)
