@@ -106,7 +106,7 @@ def test_two_process_training_keeps_ranks_identical(name, networks, phantom_data
 
 @pytest.mark.parametrize("name", sorted(BUNDLES))
 def test_every_bundle_has_a_complete_multi_gpu_overlay(name):
-    """Every network the optimiser trains is DDP-wrapped, both streams are sharded, rank 0 alone logs/saves."""
+    """Every network the optimiser trains is DDP-wrapped; the overlay sets top-level ids only."""
     configs = bundle_dir(name) / "configs"
     train = json.loads((configs / "train.json").read_text())
     overlay = json.loads((configs / "multi_gpu_train.json").read_text())
@@ -115,19 +115,30 @@ def test_every_bundle_has_a_complete_multi_gpu_overlay(name):
     for network in trained:
         assert overlay[network]["_target_"] == "common.engines.DistributedNetwork"
         assert overlay[network]["module"] == f"$@{network}_def.to(@device)"
-    for loader in ("dataloader", "unlabeled_dataloader"):
-        if loader in train["train"]:
-            sampler = overlay[f"train#{loader}#sampler"].lstrip("@")
-            assert overlay[sampler]["_target_"] == "DistributedSampler"
-            assert overlay[f"train#{loader}#shuffle"] is False
-    for section in ("train", "validate"):
-        for index, handler in enumerate(train[section]["handlers"]):
-            if isinstance(handler, str):  # a reference (the best-model saver): runs on every rank
-                assert f"{section}#handlers#{index}#_disabled_" not in overlay
-                continue
-            disabled = overlay.get(f"{section}#handlers#{index}#_disabled_", "")
-            logs = handler["_target_"] in LOGGING_HANDLERS
-            assert disabled.startswith("$torch.distributed.get_rank() > 0") == logs, (section, index, handler)
-            if logs and "_disabled_" in handler:  # the single-process condition still holds
-                assert disabled.endswith(f"({handler['_disabled_'][1:]})")
-    assert overlay["validate#evaluator#network"] == "$@network.module"
+    assert not [key for key in overlay if "#" in key], "the overlay reaches into shared blocks"
+    assert train["train"] == "%bundles/shared/train.json#train"
+
+
+def test_shared_training_config_is_rank_aware():
+    """Both streams are sharded once a process group exists; rank 0 alone logs; validation runs unwrapped."""
+    shared = json.loads((REPO_ROOT / "bundles" / "shared" / "train.json").read_text())
+    train, validate = shared["train"], shared["validate"]
+    for loader, sampler in (("dataloader", "sampler"), ("unlabeled_dataloader", "unlabeled_sampler")):
+        assert train[sampler]["_target_"] == "common.engines.distributed_sampler"
+        assert train[loader]["sampler"] == f"@train#{sampler}"
+        assert train[loader]["shuffle"].startswith(f"$@train#{sampler} is None")
+    logging = [h for s in (train, validate) for h in s["handlers"] if isinstance(h, dict)]
+    logging = [h for h in logging if h["_target_"] in LOGGING_HANDLERS]
+    assert len(logging) == 5
+    assert all("@train#rank > 0" in h["_disabled_"] for h in logging)
+    assert validate["evaluator"]["network"]["_target_"] == "common.engines.unwrap_network"
+
+
+def test_distributed_helpers_without_a_process_group():
+    from common.data import training_dataset
+    from common.engines import distributed_sampler, process_rank, unwrap_network
+
+    dataset = training_dataset([{"image": torch.zeros(1, 2, 2)}], transform=None)
+    assert process_rank() == 0 and distributed_sampler(dataset) is None
+    network = nn.Linear(2, 2)
+    assert unwrap_network(network) is network

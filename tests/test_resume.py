@@ -26,7 +26,7 @@ from common.engines import (
 )
 from common.engines.resume import derived_seed, parse_flag
 from common.methods.base import SemiSupervisedMethod
-from tests.bundle_utils import TINY, bundle_dir, config_files, make_workflow
+from tests.bundle_utils import TINY, config_files, make_workflow
 from tests.conftest import REPO_ROOT
 
 
@@ -292,11 +292,6 @@ def _cli(name: str, args_file: Path, *extra: str) -> list[str]:
     ]
 
 
-def _handler_index(name: str, target: str) -> int:
-    config = json.loads((bundle_dir(name) / "configs" / "train.json").read_text())
-    return next(i for i, h in enumerate(config["train"]["handlers"]) if h["_target_"] == target)
-
-
 def _run_until_first_checkpoint_then_kill(command: list[str], ckpt_dir: Path, log: Path, timeout: float = 600) -> None:
     # output goes to a file: a full pipe would stall the child before it ever writes a checkpoint
     with log.open("w") as log_file:
@@ -336,12 +331,10 @@ def test_killed_run_resumes_to_the_uninterrupted_result(name, flavour, phantom_d
     args_file = tmp_path / "b_args.json"
     args_file.write_text(json.dumps(overrides))
     blocked = tmp_path / "b_blocked.json"
-    slot = _handler_index(name, "common.engines.ProgressBar")  # disabled in demo: a free slot for the test handler
-    blocked.write_text(
-        json.dumps(
-            {**overrides, f"train#handlers#{slot}": {"_target_": "tests.test_resume.BlockAtIteration", "iteration": 6}}
-        )
-    )
+    # the test handler takes the id of the bundle's optional handler (null in these bundles), so the override is a
+    # top-level id, as every command-line override of a shared block is
+    blocking = {"_target_": "tests.test_resume.BlockAtIteration", "iteration": 6}
+    blocked.write_text(json.dumps({**overrides, "inspection_saver": blocking}))
     _run_until_first_checkpoint_then_kill(_cli(name, blocked), b_dir / "models", tmp_path / "b_killed.log")
     interrupted = _state(latest_checkpoint(b_dir / "models"))
     assert interrupted["trainer"]["iteration"] == 4

@@ -150,7 +150,7 @@ def rewrite_config(
     ``dataset_dir``, when given, replaces a top-level ``dataset_dir`` that is a plain path (not the demo overlay's
     phantom generator).
     """
-    flat = without_repository_logging(handlers_as_lists(resolve_file_macros(dict(config))))
+    flat = without_repository_logging(resolve_file_macros(dict(config)))
     out = _rewrite_strings(flat, package)
     if "bundle_root" in out:
         out["bundle_root"] = "."
@@ -184,28 +184,6 @@ def without_repository_logging(config: dict[str, Any]) -> dict[str, Any]:
     steps = config.get("initialize")
     if isinstance(steps, list):
         config["initialize"] = [s for s in steps if not (isinstance(s, dict) and s.get("fname") == SHARED_LOGGING)]
-    return config
-
-
-def handlers_as_lists(config: dict[str, Any]) -> dict[str, Any]:
-    """``train#handlers`` and ``validate#handlers`` as plain lists of handler configs, in ``handler`` order.
-
-    In the repository each handler has an id (``train#handler#stats``) and ``handlers`` is an expression over
-    them, so overlays switch handlers by id. MONAI Label edits ``train#handlers`` as a list of dicts (it inserts
-    a ``CheckpointLoader``), so the exported configs spell the list out; a handler that references a top-level
-    id (``@inspection_saver``) is inlined, or left out when that id is ``null``.
-    """
-    for section in ("train", "validate"):
-        block = config.get(section)
-        if not isinstance(block, dict) or not isinstance(block.get("handler"), dict):
-            continue
-        handlers = []
-        for handler in block.pop("handler").values():
-            if isinstance(handler, str) and handler.startswith("@") and handler[1:] in config:
-                handler = config.pop(handler[1:])
-            if handler is not None:
-                handlers.append(handler)
-        block["handlers"] = handlers
     return config
 
 
