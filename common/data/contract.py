@@ -1,4 +1,4 @@
-"""The dataset-folder contract (protocol.md §5): ``dataset.json`` plus NIfTI files, paths relative to the folder.
+"""The dataset-folder contract (README.md): ``dataset.json`` plus NIfTI files, paths relative to the folder.
 
 ``semi_supervised_datalists`` turns a folder into the lists a bundle trains on: the first ``num_labeled``
 training cases (patients, where items carry ``patient``) are the labeled stream; the remaining training cases
@@ -42,7 +42,7 @@ def load_dataset_json(dataset_dir: str | Path) -> dict[str, Any]:
         raise DatasetError(f"Dataset folder {folder} does not exist (set --dataset_dir to a prepared dataset folder).")
     path = folder / "dataset.json"
     if not path.is_file():
-        raise DatasetError(f"{path} is missing: a dataset folder needs a dataset.json (see protocol.md §5).")
+        raise DatasetError(f"{path} is missing: a dataset folder needs a dataset.json (see README.md).")
     try:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as err:

@@ -1,4 +1,4 @@
-"""Synthetic, learnable stand-ins for the papers' datasets, written as dataset folders (protocol.md §5).
+"""Synthetic, learnable stand-ins for the papers' datasets, written as dataset folders (README.md).
 
 Bundles' demo configs and the tests train on these instead of the (registration-only) real data:
 

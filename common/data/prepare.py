@@ -1,4 +1,4 @@
-"""Turn users' downloads into dataset folders (protocol.md §5) ordered by the papers' split lists.
+"""Turn users' downloads into dataset folders (README.md) ordered by the papers' split lists.
 
 Every command reads the reference split lists shipped in ``splits/`` next to this file, finds each
 listed case in the user's download, converts it to NIfTI and writes ``dataset.json`` with
@@ -16,7 +16,7 @@ Usage::
     python -m common.data.prepare pancreas    --source <folder with images/ labels/> --out <folder> [--split ...]
     python -m common.data.prepare isles       --source <ISLES-2022 BIDS folder>    --out <dataset folder>
 
-``--split`` (Pancreas only) picks one of the three list families of protocol.md §1: ``mcnet`` (default,
+``--split`` (Pancreas only) picks one of the three published list families: ``mcnet`` (default,
 ycwu1997/MC-Net), ``dycon_mcf`` (CVML-KU/DyCON = WYC-321/MCF fold 0) or ``coranet`` (koncle/CoraNet).
 Missing cases are an error listing all of them; ``--allow-missing`` skips them with a warning.
 A new dataset is one more function decorated with :func:`register` (see :func:`prepare_la_h5`).
@@ -264,7 +264,7 @@ def prepare_acdc(source: str | os.PathLike, out: str | os.PathLike, allow_missin
     """Convert the official ACDC NIfTI release into a dataset folder with the SSL4MIS split.
 
     SSL4MIS names the two annotated frames ``frame01``/``frame02`` whatever their true number
-    (protocol.md §2.1): the lower frame number becomes frame01 (ED), the higher frame02 (ES).
+    (SSL4MIS ACDC convention): the lower frame number becomes frame01 (ED), the higher frame02 (ES).
     Images are written as float32 and labels as uint8 with the original affine (no resampling).
     """
     source = _check_source(source)
@@ -363,7 +363,7 @@ def volume_item(prefix: str, case_id: str, with_label: bool = True) -> dict[str,
     """Return the dataset.json item of a 3D case: ``images/<id>.nii.gz``, ``labels/<id>.nii.gz``, ``<prefix>:<id>``.
 
     The prefix keeps ``case`` an identifier: MONAI's ``load_decathlon_datalist`` turns any string naming
-    an existing path into that path (protocol.md §5 gotcha).
+    an existing path into that path (a path that exists is never taken as a relative name).
     """
     item = {"image": f"images/{case_id}.nii.gz"}
     if with_label:
@@ -472,7 +472,7 @@ def _brats_splits() -> dict[str, list[str]]:
 
 
 def brats_metadata(description: str, preprocessing: str) -> dict[str, Any]:
-    """Return the descriptive dataset.json keys of a BraTS 2019 dataset folder (protocol.md §2.4)."""
+    """Return the descriptive dataset.json keys of a BraTS 2019 dataset folder (the SSL4MIS BraTS recipe)."""
     return {
         "name": "BraTS2019",
         "description": description,
@@ -490,7 +490,7 @@ def prepare_brats_h5(source: str | os.PathLike, out: str | os.PathLike, allow_mi
     """Convert SSL4MIS's BraTS 2019 h5 volumes into a dataset folder with the SSL4MIS 250/25/60 split.
 
     The h5 files hold the FLAIR image already cropped to the brain box, clipped at the 99.9 % point and
-    z-scored (protocol.md §2.4 steps 1-3) and the whole-tumour label (0/1), both stored z-first
+    z-scored (SSL4MIS BraTS recipe steps 1-3) and the whole-tumour label (0/1), both stored z-first
     (SimpleITK order); they are transposed to NIfTI order (x, y, z), as DyCON does. Spacing is 1 mm
     (the challenge grid; the files carry none). ``source`` may be ``data/BraTS2019`` or its ``data/``.
     """
@@ -559,7 +559,7 @@ def prepare_brats(source: str | os.PathLike, out: str | os.PathLike, allow_missi
         brats_metadata(
             "BraTS 2019 FLAIR volumes from the official release in their original geometry (240 x 240 x 155, "
             "1 mm, skull-stripped, raw intensities); whole tumour = seg > 0. Cropping to the brain box, the "
-            "99.9 % clip and the z-score (protocol.md §2.4) are done by the bundle's transforms.",
+            "99.9 % clip and the z-score (the SSL4MIS BraTS recipe) are done by the bundle's transforms.",
             "brats-raw-flair",
         )
     )
@@ -587,7 +587,7 @@ PANCREAS_SPACING = (1.0, 1.0, 1.0)
 
 @dataclass(frozen=True)
 class PancreasSplit:
-    """One list family of protocol.md §1: training lists (concatenated in order) and test list."""
+    """One published list family: training lists (concatenated in order) and test list."""
 
     training: tuple[str, ...]
     test: str
@@ -619,7 +619,7 @@ PANCREAS_CASE_MAPPING = (
     "Items are stored as case 'Pancreas:PANCREAS_NNNN' with files images/PANCREAS_NNNN.nii.gz."
 )
 _PANCREAS_NAME = re.compile(r"^(?:image|label|PANCREAS_)?(\d{4})(?:_norm)?(?:\.h5|\.nii|\.nii\.gz)?$", re.IGNORECASE)
-# h5 naming of each group's processed release and the recipe it implies (protocol.md §2.3).
+# h5 naming of each group's processed release and the recipe it implies (MC-Net, DyCON/MCF, CoraNet).
 _PANCREAS_H5_NAMES = {
     "mcnet-pancreas": "image{n}_norm.h5",
     "dycon-mcf-pancreas-h5": "PANCREAS_{n}.h5",
@@ -656,7 +656,7 @@ def pancreas_splits(split: str = "mcnet") -> dict[str, list[int]]:
 
 
 def pancreas_metadata(description: str, preprocessing: str, split: str) -> dict[str, Any]:
-    """Return the descriptive dataset.json keys of a Pancreas-CT dataset folder (protocol.md §2.3)."""
+    """Return the descriptive dataset.json keys of a Pancreas-CT dataset folder (MC-Net, DyCON/MCF, CoraNet)."""
     return {
         "name": "Pancreas-CT",
         "description": description,
@@ -686,7 +686,7 @@ _SPLIT_OPTION = {
     "split": {
         "choices": sorted(PANCREAS_SPLITS),
         "default": "mcnet",
-        "help": "list family (protocol.md §1): mcnet (default), dycon_mcf (fold 0) or coranet (80 scans)",
+        "help": "list family: mcnet (default), dycon_mcf (fold 0) or coranet (80 scans)",
     }
 }
 
@@ -701,7 +701,7 @@ def prepare_pancreas_h5(
 ) -> Path:
     """Convert processed Pancreas-CT h5 volumes (``image``, ``label``, stored x, y, z) into a dataset folder.
 
-    ``split`` chooses the list family (protocol.md §1): ``mcnet`` (default; MC-Net train.list 62 in its
+    ``split`` chooses the list family: ``mcnet`` (default; MC-Net train.list 62 in its
     shuffled order / test.list 20), ``dycon_mcf`` (PANCREAS_0001-0062 / 0063-0082) or ``coranet``
     (train_lab 12 then train_unlab 50 / test 18, 80 scans). Case names are mapped through the NIH case
     number (``image0057`` = ``PANCREAS_0057.h5`` = ``0057.h5``). Files are looked up under ``source`` and
@@ -778,7 +778,7 @@ def prepare_pancreas(
     Images are ``<source>/images/PANCREAS_NNNN.nii.gz`` or ``imageNNNN.nii.gz`` (``.nii`` accepted, also
     directly in ``source``), labels ``<source>/labels/labelNNNN.nii.gz`` (the TCIA label files; also
     ``labels/PANCREAS_NNNN.nii.gz``). Intensities stay in Hounsfield units and the original geometry is
-    kept: the 1 mm resampling, window and crop of the recipe (protocol.md §2.3) are the bundle's
+    kept: the 1 mm resampling, window and crop of the recipe (MC-Net, DyCON/MCF, CoraNet) are the bundle's
     transforms (``preprocessing`` "pancreas-raw-hu"). ``split`` as for ``pancreas_h5``.
     The TCIA images are DICOM series: converting them is out of scope here (convert each series to
     ``images/PANCREAS_NNNN.nii.gz`` first, e.g. with dcm2niix or SimpleITK); listed cases found only as
@@ -848,7 +848,7 @@ def isles_item(case_id: str, with_label: bool = True) -> dict[str, str]:
 
 
 def isles_metadata(description: str, preprocessing: str) -> dict[str, Any]:
-    """Return the descriptive dataset.json keys of an ISLES 2022 dataset folder (protocol.md §2.5)."""
+    """Return the descriptive dataset.json keys of an ISLES 2022 dataset folder (dycon_isles README)."""
     return {
         "name": "ISLES2022",
         "description": description,
@@ -869,7 +869,7 @@ def prepare_isles(source: str | os.PathLike, out: str | os.PathLike, allow_missi
     Image = the DWI (b = 1000) ``sub-strokecaseNNNN/ses-0001/dwi/sub-strokecaseNNNN_ses-0001_dwi.nii.gz``
     (under ``source`` or ``source/rawdata``), label = ``derivatives/sub-strokecaseNNNN/ses-0001/
     sub-strokecaseNNNN_ses-0001_msk.nii.gz`` (binary, DWI space). ADC and FLAIR are not used. The original,
-    variable geometry is kept; orientation, normalisation and resizing (protocol.md §2.5 proposal) are the
+    variable geometry is kept; orientation, normalisation and resizing (dycon_isles README) are the
     bundle's transforms (``preprocessing`` "isles-raw-dwi"). ``source`` may also be the parent of ``ISLES-2022/``.
     """
     source = _check_source(source)
@@ -894,7 +894,7 @@ def prepare_isles(source: str | os.PathLike, out: str | os.PathLike, allow_missi
     content = _empty_sections(
         isles_metadata(
             "ISLES 2022 DWI (b = 1000) volumes with their lesion masks, original multi-centre geometry and "
-            "intensities. DyCON's preprocessing is unreleased: the protocol.md §2.5 proposal (RAS, non-zero "
+            "intensities. DyCON's preprocessing is unreleased: the dycon_isles README recipe (RAS, non-zero "
             "z-score, resize) is done by the bundle's transforms.",
             "isles-raw-dwi",
         )

@@ -99,7 +99,7 @@ class CheckDatad(MapTransform):
 
 class ForegroundZScored(MapTransform):
     """Z-score with the mean and standard deviation (ddof 0) of the voxels above ``threshold``, applied to ALL voxels
-    (protocol.md 2.4 step 3, the BraTS recipe of the SSL4MIS lineage): the background becomes one negative constant.
+    (SSL4MIS BraTS recipe, step 3): the background becomes one negative constant.
 
     MONAI's ``NormalizeIntensityd(nonzero=True)`` differs: it leaves the background at 0. Statistics are taken over
     the whole array (all channels together, as the recipe's single-channel FLAIR). A volume with no voxel above the

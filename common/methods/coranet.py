@@ -121,7 +121,7 @@ class CoraNet(SemiSupervisedMethod):
         snapshot_eval: run the snapshot in eval mode (True: BatchNorm networks then predict with their running
             statistics; the official instance-norm V-Net computes the same in both modes).
         keep_masks: keep the last stage-2 batch's ``uncertain`` mask (``last_uncertain``, bool ``(N, *S)`` on the
-            CPU) and pseudo-labels (``last_pseudo_labels``) for inspection (see ``common.engines.inspection.save_uncertainty_masks``).
+            CPU) and pseudo-labels (``last_pseudo_labels``) (``save_uncertainty_masks``).
     """
 
     def __init__(

@@ -7,7 +7,7 @@ bundle has trained weights or ``--model-file`` names some) and ``scripts/``, the
 (``RUNTIME_PARTS``; the dataset tooling only when an exported config names it, the repository tools never). Every
 ``common.`` reference in the exported configs and docs is rewritten to ``scripts.`` and ``bundle_root`` is set to
 ``"."``, so the folder runs with only itself on the Python path, as the model zoo's CI and MONAI Label load it
-(bundle-conventions.md §5). Run outputs (``eval/``, logs, tensorboard runs, resume checkpoints, caches) are never
+(README.md, "Export and share"). Run outputs (``eval/``, logs, tensorboard runs, resume checkpoints, caches) are never
 copied. ``--zip`` also writes ``<name>_v<version>.zip`` next to ``<out_dir>``, holding the folder as ``<name>/``.
 The export refuses weights that do not load with ``torch.load(weights_only=True)`` and metadata whose version
 pins cannot be installed on the model zoo's Python (3.10).
