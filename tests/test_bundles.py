@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from monai.bundle import ConfigParser
 
 from tests.bundle_utils import BUNDLES, TINY, bundle_dir, make_workflow
 
@@ -106,10 +107,14 @@ def tiny_overrides(trained) -> dict:
 
 def test_network_def_identical_in_train_and_inference(trained):
     configs = bundle_dir(trained["name"]) / "configs"
-    train = json.loads((configs / "train.json").read_text())
-    infer = json.loads((configs / "inference.json").read_text())
+    train, infer = ConfigParser(), ConfigParser()
+    train.read_config(str(configs / "train.json"))
+    infer.read_config(str(configs / "inference.json"))
+    for parser in (train, infer):
+        parser.resolve_macro_and_relative_ids()
     assert train["network_def"] == infer["network_def"]
-    assert not any("_meta_" in json.dumps(v) for v in infer.values()), "inference.json must be self-contained"
+    assert infer.get("network_def#in_channels", "@in_channels") == "@in_channels"
+    assert not any("_meta_" in json.dumps(v) for v in infer.config.values()), "inference.json must be self-contained"
 
 
 def test_inference_on_plain_nifti_folder_keeps_input_geometry(trained):
