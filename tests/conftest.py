@@ -50,7 +50,7 @@ def tiny_dataset(tmp_path):
 @pytest.fixture(scope="session")
 def phantom_datasets(tmp_path_factory):
     """Small phantom dataset folders, one per flavour, written once per test session."""
-    from common.data.phantoms import make_phantom_dataset
+    from common.datasets.phantoms import make_phantom_dataset
 
     root = tmp_path_factory.mktemp("phantoms")
     return {

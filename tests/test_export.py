@@ -21,7 +21,11 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
 
-from common.data.prepare import ACDC_LABELS, BRATS_LABELS, ISLES_LABELS, LA_LABELS, PANCREAS_LABELS
+from common.datasets.acdc import ACDC_LABELS
+from common.datasets.brats import BRATS_LABELS
+from common.datasets.isles import ISLES_LABELS
+from common.datasets.la import LA_LABELS
+from common.datasets.pancreas import PANCREAS_LABELS
 from common.tools.export import (
     DATASET_TOOLING_PARTS,
     RUNTIME_PARTS,

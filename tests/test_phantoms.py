@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from common.data.phantoms import FLAVOURS, ensure_phantom_dataset, main, make_phantom_dataset
+from common.datasets.phantoms import FLAVOURS, ensure_phantom_dataset, main, make_phantom_dataset
 
 ACDC_SMALL = {"num_train": 2, "num_val": 1, "num_test": 1, "shape": (48, 48)}
 LA_SMALL = {"num_train": 2, "num_test": 1, "shape": (32, 32, 24)}

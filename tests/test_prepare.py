@@ -11,25 +11,19 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from common.data.prepare import (
-    PREPARERS,
-    SPLITS_DIR,
+from common.datasets.acdc import prepare_acdc, prepare_acdc_h5
+from common.datasets.brats import prepare_brats, prepare_brats_h5
+from common.datasets.isles import prepare_isles
+from common.datasets.la import prepare_la_h5
+from common.datasets.pancreas import (
     DicomSourceError,
-    MissingCasesError,
-    build_parser,
-    main,
     pancreas_case_number,
     pancreas_splits,
-    prepare_acdc,
-    prepare_acdc_h5,
-    prepare_brats,
-    prepare_brats_h5,
-    prepare_isles,
-    prepare_la_h5,
     prepare_pancreas,
     prepare_pancreas_h5,
-    read_split,
 )
+from common.datasets.prepare import PREPARERS, build_parser, main
+from common.datasets.preparer import SPLITS_DIR, MissingCasesError, read_split
 
 ACDC_TRAIN = read_split("acdc/train.list")
 ACDC_VAL = read_split("acdc/val.list")

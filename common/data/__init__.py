@@ -1,4 +1,8 @@
-"""Data: the dataset-folder contract, datasets, contract transforms, phantoms and preparation of real data."""
+"""Data at run time: the dataset-folder contract, datasets, contract transforms, the checker and recipes.
+
+``prepare.py`` and ``phantoms.py`` only keep the commands of the dataset tooling (``common.datasets``) at their
+documented names; nothing here imports them.
+"""
 
 from .contract import (
     DatasetError,

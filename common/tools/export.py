@@ -91,7 +91,7 @@ RUNTIME_PARTS = (
 # Dataset tooling (preparers, phantoms, split lists): exported only when an exported config names one of its
 # modules. Every bundle's demo.json does (its dataset_dir is ensure_phantom_dataset), so the demo still runs from
 # the exported folder; the tooling then travels whole, so the prepare commands in the bundle's docs run there too.
-DATASET_TOOLING_PARTS = ("data/phantoms.py", "data/prepare.py", "data/splits")
+DATASET_TOOLING_PARTS = ("datasets", "data/phantoms.py", "data/prepare.py", "data/splits")
 TEXT_SUFFIXES = (".py", ".md", ".txt", ".json", ".list", ".yaml", ".yml")
 
 # The model zoo's CPU premerge runs on Python 3.10: the newest release series of these packages that still
