@@ -23,7 +23,9 @@ COMMON = ROOT / "common"
 SKIP_DIRS = {"__pycache__", "eval", "models", "runs"}
 
 # The design notes the project was written from; they are not shipped with the repository or an exported bundle.
-UNSHIPPED = re.compile(r"\b(?:api|protocol|baselines|alhvr|dycon|coranet|stlu|bundle-conventions)\.md\b|\bshared/")
+UNSHIPPED = re.compile(
+    r"\b(?:api|protocol|baselines|alhvr|dycon|coranet|stlu|bundle-conventions)\.md\b|(?<!bundles/)\bshared/"
+)
 # A Markdown path: word characters, dots, slashes, dashes, ``<placeholder>`` parts and ``*`` globs before ``.md``.
 MD_REFERENCE = re.compile(r"([\w./<>*-]*)\.md\b")
 
