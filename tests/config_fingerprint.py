@@ -24,7 +24,18 @@ from monai.transforms import Transform
 FIXTURE = Path(__file__).parent / "fixtures" / "config_fingerprints.json"
 SIMPLE = (bool, int, float, str, type(None))
 # Attributes that hold run-time state or objects already described elsewhere, not settings.
-SKIPPED_ATTRIBUTES = {"R", "logger", "_logger", "engine", "network", "networks", "teacher", "trainer", "validator"}
+SKIPPED_ATTRIBUTES = {
+    "R",
+    "logger",
+    "_logger",
+    "engine",
+    "network",
+    "networks",
+    "teacher",
+    "trainer",
+    "validator",
+    "filenames",
+}
 
 
 def plain(value, depth: int = 0):

@@ -13,18 +13,20 @@ from pathlib import Path
 
 import pytest
 
+from common.tools.json_style import bundle_config_files, format_config
 from tests.bundle_utils import BUNDLES, bundle_dir
 from tests.config_fingerprint import FIXTURE, bundle_fingerprint
 from tests.conftest import REPO_ROOT
 
-MIN_BLOCK_LINES = 10  # a JSON object or list this long (pretty-printed) may not stand in three bundles
+MIN_BLOCK_LINES = 10  # a JSON object or list this long (in the repository's JSON style) may not stand in three bundles
 MAX_BUNDLES_PER_BLOCK = 2
 MAX_TRAIN_LINES = 150
 METHOD_WITHIN_LINES = 60
 
 
-def pretty_lines(value) -> int:
-    return len(json.dumps(value, indent=4).splitlines())
+def style_lines(value) -> int:
+    """Lines of ``value`` as the bundle configs write it (``common.tools.json_style``, checked below)."""
+    return len(format_config(value).splitlines())
 
 
 def blocks(value, path: str = ""):
@@ -46,7 +48,7 @@ def repeated_blocks(configs: dict[str, dict[str, dict]]) -> dict[str, set[str]]:
     for bundle, files in configs.items():
         for name, config in files.items():
             for path, block in blocks(config):
-                if pretty_lines(block) >= MIN_BLOCK_LINES:
+                if style_lines(block) >= MIN_BLOCK_LINES:
                     where[json.dumps(block, sort_keys=True)].add(f"{bundle}/{name}#{path}")
     by_bundle = {key: {place.split("/")[0] for place in places} for key, places in where.items()}
     return {key: where[key] for key, bundles in by_bundle.items() if len(bundles) > MAX_BUNDLES_PER_BLOCK}
@@ -65,7 +67,7 @@ def test_no_block_is_repeated_in_three_bundles():
 
 
 def test_repetition_check_finds_a_copied_block():
-    handler = {"_target_": "StatsHandler", **{f"setting_{i}": i for i in range(MIN_BLOCK_LINES)}}
+    handler = {"_target_": "StatsHandler", **{f"a_long_setting_name_{i}": i for i in range(MIN_BLOCK_LINES)}}
     configs = {name: {"train.json": {"handler": dict(handler), "own": name}} for name in ("a", "b", "c")}
     assert list(repeated_blocks(configs)) == [json.dumps(handler, sort_keys=True)]
     del configs["c"]
@@ -94,6 +96,11 @@ def test_byte_identical_files_exist_once():
             files[path.read_bytes()].append(path.relative_to(REPO_ROOT))
     copies = [sorted(paths) for paths in files.values() if len(paths) > 1]
     assert not copies, copies
+
+
+def test_bundle_configs_are_in_the_repository_json_style():
+    off_style = [p for p in bundle_config_files() if p.read_text() != format_config(json.loads(p.read_text())) + "\n"]
+    assert not off_style, "run python -m common.tools.json_style --write"
 
 
 def test_overlays_switch_nothing_by_list_position():

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 import torch.distributed as dist
+from monai.bundle import ConfigParser
 from torch import nn
 
 from common.engines import DistributedNetwork
@@ -109,13 +110,18 @@ def test_every_bundle_has_a_complete_multi_gpu_overlay(name):
     """Every network the optimiser trains is DDP-wrapped; the overlay sets top-level ids only."""
     configs = bundle_dir(name) / "configs"
     train = json.loads((configs / "train.json").read_text())
-    overlay = json.loads((configs / "multi_gpu_train.json").read_text())
+    raw_overlay = json.loads((configs / "multi_gpu_train.json").read_text())
+    assert not [key for key in raw_overlay if "#" in key], "the overlay reaches into shared blocks"
+    parser = ConfigParser(raw_overlay)
+    parser.resolve_macro_and_relative_ids()
+    overlay = parser.get()
     trained = [n for n in ("network", "network_2") if f"@{n}." in str(train["optimizer"]["params"])]
     assert trained
+    for network in ("network", "network_2"):
+        assert (network in overlay) == (network in trained)
     for network in trained:
         assert overlay[network]["_target_"] == "common.engines.DistributedNetwork"
         assert overlay[network]["module"] == f"$@{network}_def.to(@device)"
-    assert not [key for key in overlay if "#" in key], "the overlay reaches into shared blocks"
     assert train["train"] == "%bundles/shared/train.json#train"
 
 

@@ -33,6 +33,8 @@ import torch
 from monai.bundle import ConfigParser
 from monai.bundle.utils import MACRO_KEY
 
+from .metadata import read_metadata
+
 __all__ = [
     "PACKAGE_NAME",
     "RUNTIME_PARTS",
@@ -382,7 +384,7 @@ def export_bundle(
             raise ExportError(f"{required} is missing: {source} is not a complete bundle.")
     if out == source or source in out.parents:
         raise ExportError(f"{out} lies inside the bundle {source}; export to another folder.")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = read_metadata(meta_path)  # shared entries (bundles/shared/metadata.json) filled in
     problems = check_metadata(meta)
     if problems:
         raise ExportError(f"{meta_path} is not ready for the model zoo:\n  " + "\n  ".join(problems))
