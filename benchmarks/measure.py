@@ -172,10 +172,8 @@ def training_parser(bundle: str, overrides: Mapping[str, Any]) -> ConfigParser:
     parser.read_config([str(config_file(bundle, "train")), str(config_file(bundle, "demo"))])
     parser.resolve_macro_and_relative_ids()  # the shared sections become addressable by id (train#trainer#...)
     parser.update(dict(overrides))
-    handlers = parser["train#handler"]
-    for name, handler in list(handlers.items()):
-        if isinstance(handler, dict) and str(handler.get("_target_", "")).endswith(EPOCH_LEVEL_HANDLERS):
-            del handlers[name]
+    handlers = [h for h in parser["train#handlers"] if not str(h.get("_target_", "")).endswith(EPOCH_LEVEL_HANDLERS)]
+    parser["train#handlers"] = handlers
     return parser
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
+from common.tools.metadata import read_metadata
 from tests.bundle_utils import BUNDLES, TINY, bundle_dir, make_workflow
 
 ITERATIONS = 12
@@ -90,7 +91,7 @@ def test_writes_loadable_checkpoints(trained):
 
 
 def test_network_def_matches_metadata(trained):
-    meta = json.loads((bundle_dir(trained["name"]) / "configs" / "metadata.json").read_text())
+    meta = read_metadata(bundle_dir(trained["name"]) / "configs" / "metadata.json")
     fmt = meta["network_data_format"]
     network = trained["workflow"].parser.get_parsed_content("network_def", lazy=False).eval()
     spatial = [32] * len(fmt["inputs"]["image"]["spatial_shape"])

@@ -36,6 +36,7 @@ from common.tools.export import (
     plain_state_dict,
     rewrite_config,
 )
+from common.tools.metadata import read_metadata
 from tests.bundle_utils import BUNDLES, TINY
 from tests.conftest import REPO_ROOT
 from tests.export_utils import (
@@ -297,7 +298,7 @@ def test_export_replaces_only_an_earlier_export_and_only_with_overwrite(tmp_path
 
 
 def test_metadata_pins_must_install_on_the_zoo_python():
-    meta = metadata(REPO_ROOT / "bundles" / "mean_teacher_la")
+    meta = read_metadata(REPO_ROOT / "bundles" / "mean_teacher_la" / "configs" / "metadata.json")
     assert check_metadata(meta) == []
     bad = {**meta, "numpy_version": "2.4.6", "monai_version": "1.4.9", "version": "0.2.0"}
     bad["required_packages_version"] = {k: v for k, v in meta["required_packages_version"].items() if k != "scipy"}

@@ -28,8 +28,8 @@ def test_inference_and_validation_batch_windows_with_amp(bundle):
     assert inference.get_parsed_content("inferer#inferer#sw_batch_size") > 1
     assert inference.get_parsed_content("amp") is True  # autocast on CUDA (the evaluator ignores it on the CPU)
     assert inference["evaluator#amp"] == "@amp"
-    train = _parser(bundle, "train")  # validation during training uses the recipe's validation inferer
-    assert train.get_parsed_content("recipe#validate#inferer#inferer#sw_batch_size") > 1
+    train = _parser(bundle, "train")  # validation during training (and evaluate.json) use the recipe's inferer
+    assert train.get_parsed_content("validate#inferer").inferer.sw_batch_size > 1
 
 
 def _probabilities(inferer, network, image: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .metadata import read_metadata
 from .plots import bar_chart_png, case_panel_png
 
 REPO_BUNDLES = Path("bundles")
@@ -109,7 +110,7 @@ def run_one(bundle: Path, run_dir: Path, overrides: dict[str, Any], demo: bool) 
 
 
 def _reported(bundle: Path) -> str:
-    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    meta = read_metadata(bundle / "configs" / "metadata.json")
     reported = meta.get("paper_reported") or {}
     return f"{reported['dice']} ({reported.get('source', '')})" if "dice" in reported else "–"
 

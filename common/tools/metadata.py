@@ -17,7 +17,7 @@ __all__ = ["read_metadata"]
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata in ``path`` with every ``%file#id`` macro replaced by that entry (files from the repository root)."""
+    """The metadata in ``path`` with each ``%file#id`` macro replaced by that entry (files from the repository root)."""
     from .export import resolve_file_macros  # deferred: the export imports this module
 
     return resolve_file_macros(json.loads(Path(path).read_text(encoding="utf-8")))
