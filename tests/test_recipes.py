@@ -33,3 +33,36 @@ def test_alhvr_brats_rotates_and_flips_in_the_official_zy_plane(tmp_path):
         np.testing.assert_array_equal(image // 100, x_ramp)  # the x axis is never rotated or flipped
         moved += not np.array_equal(image % 100, np.broadcast_to(yz, (8, 8, 8)))
     assert moved == 8  # every draw flips (and maybe rotates) the (y, z) plane
+
+
+def _report_of_two_cases(tmp_path, empty_gt):
+    from common.engines import SegmentationReport
+
+    report = SegmentationReport(str(tmp_path / empty_gt), num_classes=2, empty_gt=empty_gt)
+    gt = np.zeros((8, 8, 8), dtype=np.int64)
+    gt[2:6, 2:6, 2:6] = 1
+    report.add_case("hit", gt.copy(), gt, None)  # perfect: Dice 1
+    pred = np.zeros_like(gt)
+    pred[0, 0, 0] = 1
+    report.add_case("empty_gt", pred, np.zeros_like(gt), None)  # a false positive on an empty ground truth
+    return report.summary()["paper_voxel_units"]["overall"]["dice"]
+
+
+def test_empty_ground_truth_scores_zero_under_dycon_rule_and_is_skipped_otherwise(tmp_path):
+    assert _report_of_two_cases(tmp_path, "zero")["mean"] == 0.5  # (1 + 0) / 2: the empty case is scored
+    assert _report_of_two_cases(tmp_path, "skip")["mean"] == 1.0  # the empty case is left out
+
+
+def _empty_gt_rule(name):
+    parser = ConfigParser()
+    parser.read_config(config_files(name, "train", "evaluate"))
+    parser.resolve_macro_and_relative_ids()
+    handlers = parser.get("validate#handlers")
+    (index,) = [i for i, h in enumerate(handlers) if "SegmentationReport" in str(h.get("_target_"))]
+    return parser.get_parsed_content(f"validate#handlers#{index}#empty_gt")
+
+
+def test_dycon_evaluation_scores_empty_ground_truth_others_skip_it():
+    for name in ("dycon_la", "dycon_pancreas", "dycon_brats", "dycon_isles"):
+        assert _empty_gt_rule(name) == "zero", name
+    assert _empty_gt_rule("stlu_la") == "skip"
