@@ -6,6 +6,7 @@ documented names; nothing here imports them.
 
 from .contract import (
     DatasetError,
+    check_num_classes,
     dataset_labels,
     inference_datalist,
     load_dataset_json,
@@ -18,6 +19,7 @@ from .transforms import CheckDatad, ForegroundZScored
 
 __all__ = [
     "DatasetError",
+    "check_num_classes",
     "dataset_labels",
     "inference_datalist",
     "load_dataset_json",
