@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import nibabel as nib
+import pytest
 import numpy as np
 import torch
 from monai.bundle import ConfigParser
@@ -66,3 +67,115 @@ def test_dycon_evaluation_scores_empty_ground_truth_others_skip_it():
     for name in ("dycon_la", "dycon_pancreas", "dycon_brats", "dycon_isles"):
         assert _empty_gt_rule(name) == "zero", name
     assert _empty_gt_rule("stlu_la") == "skip"
+
+
+# --- CoraNet Pancreas recipe (koncle/CoraNet preprocess/pancreas_preprocess.py) ---------------------------------
+
+
+def _ct_phantom(shape=(160, 150, 40), box=(slice(60, 70), slice(50, 58), slice(10, 14))):
+    """Air-filled volume with a bone block, fat, and a pancreas-like box of 75 HU (the window's centre) labelled 1."""
+    image = np.full(shape, -1000.0, np.float32)
+    image[10:20, 10:20, :] = 1200.0  # bone: the window reaches both limits, so min-max is (HU + 125) / 400
+    image[30:40, 30:40, :] = -100.0
+    image[box] = 75.0
+    label = np.zeros(shape, np.uint8)
+    label[box] = 1
+    return image, label
+
+
+def test_coranet_window_and_crop_on_a_phantom_with_a_known_box():
+    from common.datasets.pancreas import coranet_crop_box, coranet_volumes
+
+    image, label = _ct_phantom()
+    # x: 60-25 .. 69+2+25 = 35..96 (61 < 96: grown symmetrically to 18..114); y: 25..84 grown to 7..103;
+    # z: the 40 slices stay 0..40 (shorter than 96)
+    assert coranet_crop_box(label, image.shape) == [(18, 114), (7, 103), (0, 40)]
+    out_image, out_label = coranet_volumes(image, label, in_plane_spacing=1.0)
+    assert out_image.shape == out_label.shape == (96, 96, 96)  # z zero-padded at the high end
+    assert out_image.min() == 0.0 and out_image.max() == 1.0
+    np.testing.assert_allclose(out_image[:, :, :40][label[18:114, 7:103, :40] > 0], 0.5)  # 75 HU -> (75 + 125) / 400
+    np.testing.assert_allclose(out_image[30 - 18 : 40 - 18, 30 - 7 : 40 - 7, :40], 25 / 400)  # -100 HU
+    assert np.array_equal(np.argwhere(out_label).min(0), [42, 43, 10]) and out_label.sum() == label.sum()
+    assert not out_image[:, :, 40:].any() and not out_label[:, :, 40:].any()
+    big = np.zeros((300, 300, 300), np.uint8)
+    big[100:200, 120:121, 5:6] = 1
+    assert coranet_crop_box(big, big.shape) == [(75, 226), (73, 169), (0, 96)]  # margin clipped at the border
+
+
+def test_coranet_resampling_takes_the_in_plane_spacing_for_every_axis():
+    from common.datasets.pancreas import coranet_resample
+
+    volume = np.zeros((50, 40, 20), np.float32)
+    volume[20:30, 10:20, 5:10] = 1.0
+    resampled = coranet_resample(volume, 0.8, order=0)
+    assert resampled.shape == (40, 32, 16)  # z scaled by 0.8 too: the 2.5 mm slice spacing is ignored
+    np.testing.assert_array_equal(np.argwhere(resampled > 0).min(0), [16, 8, 4])
+
+
+def _write_dicom_series(folder, volume_xyz, spacing):
+    """A DICOM series of 2D slices (TCIA layout ``<case>/<study>/<series>/1-NNN.dcm``) written with ITK."""
+    import itk
+
+    folder.mkdir(parents=True)
+    image = itk.image_from_array(np.ascontiguousarray(volume_xyz.transpose(2, 1, 0)).astype(np.int16))
+    image.SetSpacing([spacing, spacing, 2.5])
+    writer = itk.ImageSeriesWriter[type(image), itk.Image[itk.SS, 2]].New()
+    writer.SetInput(image)
+    writer.SetImageIO(itk.GDCMImageIO.New())
+    writer.SetFileNames([str(folder / f"1-{i + 1:03d}.dcm") for i in range(volume_xyz.shape[2])])
+    writer.Update()
+
+
+def test_prepare_pancreas_coranet_recipe_from_the_official_nih_layout(tmp_path):
+    import json
+
+    from common.datasets.prepare import main
+
+    image, label = _ct_phantom()
+    for number in (1, 64):  # a labeled training case and a test case of the CoraNet lists
+        case = tmp_path / "Pancreas-CT" / f"PANCREAS_{number:04d}"
+        _write_dicom_series(case / "1.2.3-study" / "1.2.3-series", image, spacing=1.0)
+        labels = tmp_path / "TCIA_pancreas_labels-02-05-2017"
+        labels.mkdir(exist_ok=True)
+        nib.save(nib.Nifti1Image(label, np.diag([1.0, 1.0, 2.5, 1.0])), str(labels / f"label{number:04d}.nii.gz"))
+    out = tmp_path / "out"
+    args = ["pancreas", "--source", str(tmp_path), "--out", str(out), "--split", "coranet", "--recipe", "coranet"]
+    with pytest.warns(UserWarning, match="78 listed case"):
+        assert main([*args, "--allow-missing"]) == 0
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["preprocessing"] == "coranet-pancreas"
+    assert [i["case"] for i in meta["training"] + meta["test"]] == ["Pancreas:PANCREAS_0001", "Pancreas:PANCREAS_0064"]
+    expected_image, expected_label = _coranet_expected(image, label)
+    for item in meta["training"] + meta["test"]:  # train and test cases are cropped alike
+        np.testing.assert_allclose(nib.load(str(out / item["image"])).get_fdata(), expected_image, atol=1e-6)
+        np.testing.assert_array_equal(np.asarray(nib.load(str(out / item["label"])).dataobj), expected_label)
+
+
+def _coranet_expected(image, label):
+    from common.datasets.pancreas import coranet_volumes
+
+    return coranet_volumes(image.astype(np.int16).astype(np.float32), label, 1.0)
+
+
+def _write_h5(path, image, label):
+    import h5py
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f["image"], f["label"] = image, label
+
+
+def test_pancreas_h5_coranet_lists_refuse_mcnet_files_naming_the_recipe(tmp_path):
+    from common.datasets.pancreas import PancreasRecipeError, prepare_pancreas_h5
+
+    label = np.zeros((4, 4, 4), np.uint8)
+    label[1, 1, 1] = 1
+    zscored = np.linspace(-1.5, 2.0, 64, dtype=np.float32).reshape(4, 4, 4)
+    _write_h5(tmp_path / "mcnet" / "Pancreas_h5" / "image0001_norm.h5", zscored, label)
+    with pytest.raises(PancreasRecipeError, match="image0001_norm.h5: prepared by the mcnet-pancreas recipe"):
+        prepare_pancreas_h5(tmp_path / "mcnet", tmp_path / "out", allow_missing=True, split="coranet")
+    with pytest.warns(UserWarning, match="not found"):  # the named switch keeps the former behaviour
+        prepare_pancreas_h5(tmp_path / "mcnet", tmp_path / "any", allow_missing=True, split="coranet", recipe="any")
+    _write_h5(tmp_path / "renamed" / "0001.h5", zscored, label)  # CoraNet naming, MC-Net values
+    with pytest.warns(UserWarning), pytest.raises(PancreasRecipeError, match="intensities are z-scored"):
+        prepare_pancreas_h5(tmp_path / "renamed", tmp_path / "out2", allow_missing=True, split="coranet")
