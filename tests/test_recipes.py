@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import nibabel as nib
-import pytest
 import numpy as np
+import pytest
 import torch
 from monai.bundle import ConfigParser
 

@@ -7,9 +7,9 @@ are listed in ``bundles/coranet_pancreas/docs/README.md`` ("Code vs paper").
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
-import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
