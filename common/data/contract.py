@@ -151,6 +151,9 @@ def semi_supervised_datalists(
     use_extra_unlabeled: bool = True,
     require_unlabeled: bool = False,
     num_classes: int | None = None,
+    validation_from: str = "validation",
+    test_from: str = "test",
+    keep_unlabeled_labels: bool = False,
 ) -> dict[str, list[dict[str, Any]]]:
     """Lists ``labeled``, ``unlabeled``, ``validation`` and ``test`` of a dataset folder with absolute paths.
 
@@ -160,6 +163,11 @@ def semi_supervised_datalists(
         use_extra_unlabeled: append the images of the optional ``unlabeled`` section to the unlabeled stream.
         require_unlabeled: refuse a split that leaves the unlabeled stream empty (semi-supervised bundles).
         num_classes: the bundle's class count, refused when it differs from the folder's ``labels`` (None: no check).
+        validation_from, test_from: the cases the ``validation`` (checkpoint selection) and ``test`` lists hold: a
+            section name, or ``"training:N"`` for the first N training cases. Anything but the defaults is a paper-
+            protocol reproduction that leaks (configs/paper_protocol.json of the bundles that need one).
+        keep_unlabeled_labels: keep the labels of the unlabeled stream (DyCON's official FeCL reads them: a leak,
+            paper-protocol reproduction only).
     """
     meta = load_dataset_json(dataset_dir)
     check_num_classes(meta, num_classes, Path(dataset_dir) / "dataset.json")
@@ -174,12 +182,29 @@ def semi_supervised_datalists(
             "semi-supervised method; lower num_labeled, add an 'unlabeled' section, train the supervised bundle, or "
             "set allow_supervised_only true to train the method's supervised part only."
         )
+    if keep_unlabeled_labels:
+        labels = {item["image"]: item["label"] for item in training}
+        unlabeled = [{**item, "label": labels[item["image"]]} if item["image"] in labels else item for item in unlabeled]
+    sections = {
+        section: resolve_items(dataset_dir, meta.get(section, []), section, require_label=True)
+        for section in ("validation", "test")
+    }
     return {
         "labeled": labeled,
         "unlabeled": unlabeled,
-        "validation": resolve_items(dataset_dir, meta.get("validation", []), "validation", require_label=True),
-        "test": resolve_items(dataset_dir, meta.get("test", []), "test", require_label=True),
+        "validation": _cases_from(validation_from, sections, training),
+        "test": _cases_from(test_from, sections, training),
     }
+
+
+def _cases_from(source: str, sections: Mapping[str, list], training: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The list named by ``source``: ``validation``, ``test`` or ``training:N`` (the first N training cases)."""
+    if source in sections:
+        return sections[source]
+    name, _, count = source.partition(":")
+    if name != "training" or not count.isdigit():
+        raise DatasetError(f"unknown evaluation list {source!r}: use validation, test or training:N")
+    return [dict(item) for item in training[: int(count)]]
 
 
 def _nifti_files(folder: Path) -> list[Path]:

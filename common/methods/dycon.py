@@ -91,6 +91,7 @@ class DyCON(SemiSupervisedMethod):
                 "DyCON fecl_label_source='ground_truth' reads the labels of unlabeled volumes (the official code's "
                 "label leak): parity/diagnosis only, never for reported results."
             )
+        self.reads_unlabeled_labels = self.loss_config.fecl_label_source == "ground_truth"
         self.network = network
         self.teacher = teacher
         # start the teacher as a copy of the student (unwrapping a DistributedDataParallel student)
@@ -127,10 +128,9 @@ class DyCON(SemiSupervisedMethod):
             return torch.zeros_like(like[:, 0], dtype=torch.long)
         if "label" not in unlabeled:
             raise ValueError(
-                "DyCON fecl_label_source='ground_truth' needs the labels of the unlabeled images, but this "
-                "project's data contract removes them before any transform and the engine passes only 'image' for "
-                "the unlabeled stream. This official-code mode (a label leak) cannot run with the "
-                "project's engine; use fecl_label_source='teacher'."
+                "DyCON fecl_label_source='ground_truth' needs the labels of the unlabeled images, but the unlabeled "
+                "batch has none: the data contract removes them unless the datalists keep them "
+                "(keep_unlabeled_labels, set by the bundle's configs/paper_protocol.json)."
             )
         return as_label_map(unlabeled["label"])
 
