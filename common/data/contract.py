@@ -184,7 +184,9 @@ def semi_supervised_datalists(
         )
     if keep_unlabeled_labels:
         labels = {item["image"]: item["label"] for item in training}
-        unlabeled = [{**item, "label": labels[item["image"]]} if item["image"] in labels else item for item in unlabeled]
+        unlabeled = [
+            {**item, **({"label": labels[item["image"]]} if item["image"] in labels else {})} for item in unlabeled
+        ]
     sections = {
         section: resolve_items(dataset_dir, meta.get(section, []), section, require_label=True)
         for section in ("validation", "test")

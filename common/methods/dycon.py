@@ -91,7 +91,6 @@ class DyCON(SemiSupervisedMethod):
                 "DyCON fecl_label_source='ground_truth' reads the labels of unlabeled volumes (the official code's "
                 "label leak): parity/diagnosis only, never for reported results."
             )
-        self.reads_unlabeled_labels = self.loss_config.fecl_label_source == "ground_truth"
         self.network = network
         self.teacher = teacher
         # start the teacher as a copy of the student (unwrapping a DistributedDataParallel student)
@@ -107,6 +106,11 @@ class DyCON(SemiSupervisedMethod):
         self.ema_decay = ema_decay
         self.noise_std = noise_std
         self.noise_clip = noise_clip
+
+    @property
+    def reads_unlabeled_labels(self) -> bool:
+        """The official FeCL mode reads the unlabeled batch's labels (a leak, paper-protocol reproduction only)."""
+        return self.loss_config.fecl_label_source == "ground_truth"
 
     def epoch(self, iteration: int) -> int:
         """Official epoch index of 0-based ``iteration``: ``iteration // iters_per_epoch``."""
