@@ -179,3 +179,35 @@ def test_pancreas_h5_coranet_lists_refuse_mcnet_files_naming_the_recipe(tmp_path
     _write_h5(tmp_path / "renamed" / "0001.h5", zscored, label)  # CoraNet naming, MC-Net values
     with pytest.warns(UserWarning), pytest.raises(PancreasRecipeError, match="intensities are z-scored"):
         prepare_pancreas_h5(tmp_path / "renamed", tmp_path / "out2", allow_missing=True, split="coranet")
+
+
+def test_label_box_crop_transform_matches_the_preparer_and_is_idempotent():
+    from common.data import LabelBoxCropd
+    from common.datasets.pancreas import coranet_volumes
+
+    image, label = _ct_phantom()
+    crop = LabelBoxCropd(keys=["image", "label"])
+    out = crop({"image": image[None], "label": label[None]})
+    assert tuple(out["image"].shape) == (1, 96, 96, 96)
+    np.testing.assert_array_equal(np.asarray(out["label"])[0], coranet_volumes(image, label, 1.0)[1])
+    again = crop({"image": out["image"], "label": out["label"]})  # volumes prepared by the recipe stay as they are
+    np.testing.assert_array_equal(np.asarray(again["image"]), np.asarray(out["image"]))
+
+
+def _coranet_validation_transforms(tmp_path, **overrides):
+    image, label = _ct_phantom(shape=(120, 110, 30))
+    item = {"image": _write_nifti(tmp_path / "ct.nii.gz", image), "label": _write_nifti(tmp_path / "gt.nii.gz", label)}
+    parser = ConfigParser()
+    parser.read_config(config_files("coranet_pancreas", "train", *overrides.pop("configs", ())))
+    parser.update({"intensity_in_hu": True, **overrides})
+    return parser, parser.get_parsed_content("recipe#validate#preprocessing")(item)
+
+
+def test_coranet_pancreas_scores_on_the_ground_truth_box_only_when_asked(tmp_path):
+    parser, whole = _coranet_validation_transforms(tmp_path)
+    assert parser.get_parsed_content("eval_crop_to_label_box") is False  # clean protocol: the whole volume
+    assert tuple(whole["image"].shape) == (1, 120, 110, 30)
+    _, cropped = _coranet_validation_transforms(tmp_path, eval_crop_to_label_box=True)
+    assert tuple(cropped["image"].shape) == (1, 96, 96, 96)
+    paper, _ = _coranet_validation_transforms(tmp_path, configs=("paper_protocol",))
+    assert paper.get_parsed_content("eval_crop_to_label_box") is True

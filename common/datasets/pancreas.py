@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.transforms import label_box
 from .folder import dataset_metadata, spacing_affine, volume_item
 from .phantom_parts import (
     Flavour,
@@ -168,23 +169,11 @@ def coranet_window(image: np.ndarray) -> np.ndarray:
 
 
 def coranet_crop_box(label: np.ndarray, shape: Sequence[int]) -> list[tuple[int, int]]:
-    """Per axis ``(start, stop)`` of the CoraNet ROI: the label box (its stop one voxel past the tight box, as the
-    official ``get_bbox_3d``), widened by 25 voxels per side within the volume, and any axis shorter than 96 grown
-    symmetrically to 96, shifted to stay inside the volume (an axis of the volume shorter than 96 keeps its size;
-    :func:`coranet_volumes` pads it)."""
-    where = np.argwhere(label > 0)
-    if where.size == 0:
-        raise ValueError("the label is empty: the CoraNet recipe crops around the pancreas")
-    box = []
-    for axis, size in enumerate(shape):
-        start = max(int(where[:, axis].min()) - CORANET_MARGIN, 0)
-        stop = min(int(where[:, axis].max()) + 2 + CORANET_MARGIN, size)
-        if stop - start < CORANET_MIN_SIZE:
-            start = max(start - (CORANET_MIN_SIZE - (stop - start)) // 2, 0)
-            stop = min(start + CORANET_MIN_SIZE, size)
-            start = max(stop - CORANET_MIN_SIZE, 0)
-        box.append((start, stop))
-    return box
+    """Per axis ``(start, stop)`` of the CoraNet ROI (:func:`common.data.label_box`: the label box + 25 voxels, at
+    least 96 per axis, inside the volume); ``shape`` must be the label's."""
+    if tuple(label.shape) != tuple(shape):
+        raise ValueError(f"label shape {label.shape} differs from the volume's {tuple(shape)}")
+    return label_box(label, CORANET_MARGIN, CORANET_MIN_SIZE)
 
 
 def coranet_volumes(image_hu: np.ndarray, label: np.ndarray, in_plane_spacing: float) -> tuple[np.ndarray, np.ndarray]:
