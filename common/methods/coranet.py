@@ -57,8 +57,8 @@ _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropou
 def _dropout_off(network: nn.Module) -> Iterator[None]:
     """Dropout layers of ``network`` in eval mode inside the block (everything else keeps its mode), then restored.
 
-    The official teacher runs in train mode but its 3D V-Net has no dropout (coranet.md §6: the teacher sees no
-    noise); the project's 2D trunk has dropout 0.05-0.5, which train mode would turn into teacher noise.
+    The official teacher (koncle/CoraNet ``train_ST_3D_VNet.py``) runs in train mode, but its 3D V-Net has no dropout,
+    so it sees no noise; the project's 2D trunk has dropout 0.05-0.5, which train mode would turn into teacher noise.
     """
     layers = [m for m in network.modules() if isinstance(m, _DROPOUT) and m.training]
     for layer in layers:
