@@ -361,6 +361,7 @@ def run_one(spec_path: Path) -> dict[str, Any]:
     dataset_dir = str(train.parser.get_parsed_content("dataset_dir"))
     carried = carried_settings(train.parser, steps["inference"])
     spatial_dims = 2 if "spatial_size" in train.parser else 3
+    schedule = {key: int(train.parser.get_parsed_content(key)) for key in ("max_iterations", "val_interval")}
     train.finalize()
     train_seconds = time.perf_counter() - start
 
@@ -381,6 +382,7 @@ def run_one(spec_path: Path) -> dict[str, Any]:
         **spec["run"],
         "dataset_dir": dataset_dir,
         "spatial_dims": spatial_dims,
+        **schedule,
         "settings": spec["overrides"],
         "train_seconds": train_seconds,
         "total_seconds": time.perf_counter() - start,
@@ -517,16 +519,17 @@ def write_table(rows: list[dict[str, Any]], out: Path, header: str, root: Path) 
     lines = [
         header,
         "",
-        "| run | seeds | Dice | Jaccard | HD95 (vox) | ASD (vox) | MONAI Dice | Δ Dice vs supervised | exceeds seed "
-        "spread | reported Dice (paper) | train s | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | seeds | Dice | Jaccard | HD95 (vox) | ASD (vox) | MONAI Dice | empty preds | Δ Dice vs supervised "
+        "| exceeds seed spread | reported Dice (paper) | train s | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cells = [f"{r[f'{k}_mean']:.4f} ± {r[f'{k}_std']:.4f}" for k in (*METRICS, "monai_dice")]
         delta = "–" if r["delta_dice"] is None else f"{r['delta_dice']:+.4f} ({r['reference']})"
         exceeds = "–" if r["delta_dice"] is None else _yes_no(r["exceeds_seed_spread"])
         lines.append(
-            f"| {r['label']} | {r['seeds']} | " + " | ".join(cells) + f" | {delta} | {exceeds} | {r['reported_dice']} "
+            f"| {r['label']} | {r['seeds']} | " + " | ".join(cells) + f" | {r['empty_predictions_mean']:g} | {delta} "
+            f"| {exceeds} | {r['reported_dice']} "
             f"| {r['train_seconds']} | {r['peak_rss_mb']} |"
         )
     (out / "table.md").write_text("\n".join(lines) + "\n")
@@ -579,8 +582,8 @@ def validation_curve(run_dir: Path) -> list[tuple[int, float]]:
     """Validation Dice against the iteration: the trainer validates at the end of each epoch of ``epoch_length``
     iterations and logs the metric at that epoch number."""
     record = json.loads((run_dir / RUN_RECORD).read_text())
-    settings = record["settings"]
-    epoch_length = min(int(settings.get("val_interval", 1)), int(settings.get("max_iterations", 1)))
+    resolved = {**record["settings"], **record}  # records before the resolved values were kept: the overrides
+    epoch_length = min(int(resolved.get("val_interval", 1)), int(resolved.get("max_iterations", 1)))
     points = read_scalars(run_dir / "train" / "tensorboard", "val_mean_dice")
     return [(epoch * epoch_length, value) for epoch, value in points]
 
