@@ -230,6 +230,13 @@ def twin_overrides(train: dict[str, Any]) -> dict[str, Any]:
     }  # e.g. STLU's supervised loss takes the method's include_background
     if train.get("supervised_loss") is None:
         overrides["supervised_loss"] = TWIN_LOSSES[method_class(train)]
+    if method_class(train) == "CPS" and train["method"].get("init") == "kaiming_xavier":
+        # the SSL4MIS 3D CPS script re-initialises network 1 Kaiming-normal inside the method: the twin keeps that
+        overrides["network"] = {
+            "_target_": "common.methods.cps.init_conv_weights_",
+            "network": train["network"],
+            "scheme": "kaiming",
+        }
     return {
         **overrides,
         "method": {
