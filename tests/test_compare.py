@@ -162,6 +162,13 @@ def test_supervised_bundles_get_no_twin():
     ]  # fmt: skip
 
 
+def test_table_notes_bundles_of_one_dataset_on_different_recipes():
+    root = REPO_ROOT / "bundles"
+    assert compare.recipe_notes(root, ["supervised_la", "mean_teacher_la", "cps_la"]) == []
+    (note,) = compare.recipe_notes(root, ["coranet_pancreas", "stlu_pancreas", "supervised_la"])
+    assert note.startswith("pancreas:") and "pancreas_coranet.json" in note and "pancreas_mcnet.json" in note
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # seeds and reuse
 

@@ -708,6 +708,21 @@ def plan_runs(args: argparse.Namespace, root: Path) -> tuple[list[tuple[Run, dic
     return runs, budgets, budget_name
 
 
+def recipe_notes(root: Path, bundles: Sequence[str]) -> list[str]:
+    """A note per dataset whose bundles use different data recipes (code lineages: Pancreas has CoraNet's, DyCON's
+    and MC-Net's lists): the phantoms are the same, but on real data their cases and preprocessing differ."""
+    recipes: dict[str, set[str]] = {}
+    for name in bundles:
+        train = read_train_config(root, name)
+        recipes.setdefault(dataset_of(train), set()).add(Path(str(train["recipe"]).lstrip("%")).name)
+    return [
+        f"{dataset}: the bundles use different recipes ({', '.join(sorted(names))}); on real data their split lists "
+        "or preprocessing differ, so the labeled and test cases may not be the same."
+        for dataset, names in recipes.items()
+        if len(names) > 1
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -743,7 +758,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not is_semi_supervised(read_train_config(root, name))
     }
     rows = aggregate(records, supervised)
-    write_table(rows, out, budget_header(budget_name, budgets, resolve_seeds(args), args.twins), root)
+    header = budget_header(budget_name, budgets, resolve_seeds(args), args.twins)
+    header += "".join(f"  \n{note}" for note in recipe_notes(root, args.bundles))
+    write_table(rows, out, header, root)
     write_runs_csv(records, out)
     figures = write_figures(records, rows, out)
     print(f"Wrote {out / 'table.md'}, {out / 'table.csv'}, {out / 'runs.csv'} and {len(figures)} figures "
