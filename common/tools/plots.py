@@ -1,129 +1,189 @@
-"""Small PNG figures drawn with numpy and written with zlib: no plotting library is a dependency of the bundles."""
+"""The comparison's figures, drawn with matplotlib (Agg backend: files only, no display).
+
+Each ``*_figure`` function returns a :class:`matplotlib.figure.Figure` (tests read its titles and labels);
+:func:`save` writes it as PNG and closes it. Only the repository tools use matplotlib; bundles never import it.
+"""
 
 from __future__ import annotations
 
-import struct
-import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+import matplotlib
 
-__all__ = ["write_png", "case_panel_png", "bar_chart_png", "text_mask", "LABEL_COLOURS"]
+matplotlib.use("Agg")
 
-# background black, then distinct colours per class index
-LABEL_COLOURS = np.array(
-    [[0, 0, 0], [230, 57, 70], [42, 157, 143], [69, 123, 157], [244, 162, 97], [131, 56, 236], [255, 209, 102]],
-    dtype=np.uint8,
-)
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
+__all__ = ["DiceGroup", "dice_figure", "case_montage_figure", "learning_curve_figure", "save", "orthogonal_planes"]
 
-# A 3x5 pixel font (capital letter shapes) for the labels of the figures: the bundle names and tick values.
-_GLYPHS = {
-    "a": ".#./#.#/###/#.#/#.#", "b": "##./#.#/##./#.#/##.", "c": ".##/#../#../#../.##", "d": "##./#.#/#.#/#.#/##.",
-    "e": "###/#../##./#../###", "f": "###/#../##./#../#..", "g": ".##/#../#.#/#.#/.##", "h": "#.#/#.#/###/#.#/#.#",
-    "i": "###/.#./.#./.#./###", "j": "..#/..#/..#/#.#/.#.", "k": "#.#/#.#/##./#.#/#.#", "l": "#../#../#../#../###",
-    "m": "#.#/###/###/#.#/#.#", "n": "##./#.#/#.#/#.#/#.#", "o": ".#./#.#/#.#/#.#/.#.", "p": "##./#.#/##./#../#..",
-    "q": ".#./#.#/#.#/##./.##", "r": "##./#.#/##./#.#/#.#", "s": ".##/#../.#./..#/##.", "t": "###/.#./.#./.#./.#.",
-    "u": "#.#/#.#/#.#/#.#/###", "v": "#.#/#.#/#.#/#.#/.#.", "w": "#.#/#.#/###/###/#.#", "x": "#.#/#.#/.#./#.#/#.#",
-    "y": "#.#/#.#/.#./.#./.#.", "z": "###/..#/.#./#../###", "0": "###/#.#/#.#/#.#/###", "1": ".#./##./.#./.#./###",
-    "2": "##./..#/.#./#../###", "3": "##./..#/.#./..#/##.", "4": "#.#/#.#/###/..#/..#", "5": "###/#../##./..#/##.",
-    "6": ".##/#../###/#.#/###", "7": "###/..#/.#./.#./.#.", "8": "###/#.#/###/#.#/###", "9": "###/#.#/###/..#/##.",
-    "_": ".../.../.../.../###", ".": ".../.../.../.../.#.", "-": ".../.../###/.../...", " ": ".../.../.../.../...",
-}  # fmt: skip
+# class colours of the label maps (index 0, background, is transparent)
+LABEL_COLOURS = ["#e63946", "#2a9d8f", "#457b9d", "#f4a261", "#8338ec", "#ffd166"]
+# difference overlay: 1 = false positive (predicted, not in the ground truth), 2 = false negative, 3 = wrong class
+COLUMNS = ("image", "ground truth", "prediction", "difference")
+DIFFERENCE_COLOURS = {1: ("#ff7f0e", "false positive"), 2: ("#1f77b4", "false negative"), 3: ("#bcbd22", "wrong class")}
 
 
-def text_mask(text: str, scale: int = 2) -> np.ndarray:
-    """Boolean ``(5 * scale, 4 * scale * len(text))`` mask of ``text`` in the 3x5 font, one blank column per glyph.
+@dataclass
+class DiceGroup:
+    """One bar of the Dice figure: a bundle (or twin), its per-run mean Dice and every test case's Dice."""
 
-    Letters are drawn case-free; a character outside the font becomes a filled box, so it is visible, not lost.
-    """
-    columns = []
-    for char in text.lower():
-        rows = _GLYPHS.get(char, "###/###/###/###/###").split("/")
-        glyph = np.array([[c == "#" for c in row] for row in rows], dtype=bool)
-        columns += [glyph, np.zeros((5, 1), dtype=bool)]
-    mask = np.concatenate(columns, axis=1) if columns else np.zeros((5, 0), dtype=bool)
-    return mask.repeat(scale, axis=0).repeat(scale, axis=1)
+    label: str
+    run_means: Sequence[float]
+    case_values: Sequence[float] = field(default_factory=list)
 
 
-def _stamp(canvas: np.ndarray, mask: np.ndarray, top: int, left: int, colour: int = 0) -> None:
-    """Paint ``mask`` into ``canvas`` at ``(top, left)``, clipped to the canvas."""
-    height = min(mask.shape[0], canvas.shape[0] - top)
-    width = min(mask.shape[1], canvas.shape[1] - left)
-    region = canvas[top : top + height, left : left + width]
-    region[mask[:height, :width]] = colour
-
-
-def write_png(path: str | Path, rgb: np.ndarray) -> Path:
-    """Write an ``(H, W, 3)`` uint8 array as an 8-bit RGB PNG."""
-    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
-    height, width, _ = rgb.shape
-    raw = b"".join(b"\x00" + rgb[row].tobytes() for row in range(height))  # filter type 0 per scanline
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+def save(figure: Figure, path: Path) -> Path:
     path = Path(path)
-    path.write_bytes(png)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png", dpi=110, bbox_inches="tight")
     return path
 
 
-def _grey(image: np.ndarray) -> np.ndarray:
-    lo, hi = np.percentile(image, [1, 99]) if image.size else (0.0, 1.0)
-    scaled = np.clip((image - lo) / max(hi - lo, 1e-8), 0, 1)
-    return np.repeat((scaled * 255).astype(np.uint8)[..., None], 3, axis=-1)
+def dice_figure(groups: Sequence[DiceGroup], title: str = "Dice per method on the test cases") -> Figure:
+    """Bars of the mean over seeds, a black dot per seed's run mean, grey dots per test case (all seeds), values."""
+    figure = Figure(figsize=(max(6.0, 1.1 * len(groups) + 2.0), 4.8))
+    axes = figure.add_subplot()
+    rng = np.random.default_rng(0)  # jitter of the points only
+    positions = np.arange(len(groups))
+    for x, group in zip(positions, groups, strict=True):
+        mean = float(np.mean(group.run_means))
+        std = float(np.std(group.run_means, ddof=1)) if len(group.run_means) > 1 else 0.0
+        colour = "#9ecae1" if group.label.endswith("_twin") else "#3182bd"
+        axes.bar(x, mean, width=0.6, color=colour, yerr=std, capsize=4, zorder=1)
+        cases = np.asarray(group.case_values, dtype=float)
+        axes.scatter(x + rng.uniform(-0.22, 0.22, len(cases)), cases, s=9, color="0.55", alpha=0.7, zorder=2)
+        runs = np.asarray(group.run_means, dtype=float)
+        axes.scatter(x + np.linspace(-0.12, 0.12, len(runs)), runs, s=26, color="black", zorder=3)
+        axes.annotate(f"{mean:.3f}", (x, min(mean + std, 1.0)), xytext=(0, 4), textcoords="offset points",
+                      ha="center", va="bottom", fontsize=8)  # fmt: skip
+    axes.set_xticks(positions, [g.label for g in groups], rotation=30, ha="right")
+    axes.set_ylim(0.0, 1.08)
+    axes.set_xlabel("bundle (light: supervised twin)")
+    axes.set_ylabel("Dice (mean over classes)")
+    axes.set_title(title)
+    axes.grid(axis="y", alpha=0.3)
+    axes.legend(
+        handles=[
+            Patch(color="#3182bd", label="mean over seeds ± std"),
+            axes.scatter([], [], s=26, color="black", label="one seed (mean over test cases)"),
+            axes.scatter([], [], s=9, color="0.55", label="one test case"),
+        ],
+        loc="lower right",
+        fontsize=8,
+    )
+    return figure
 
 
-def _labels(label: np.ndarray) -> np.ndarray:
-    return LABEL_COLOURS[np.clip(label, 0, len(LABEL_COLOURS) - 1)]
+def orthogonal_planes(volume: np.ndarray, centre: Sequence[int]) -> list[tuple[str, np.ndarray]]:
+    """The three planes of a ``(X, Y, Z)`` volume through ``centre``, named by the axis they cut."""
+    x, y, z = (int(c) for c in centre)
+    return [(f"z = {z}", volume[:, :, z]), (f"y = {y}", volume[:, y, :]), (f"x = {x}", volume[x, :, :])]
 
 
-def _upscale(rgb: np.ndarray, min_side: int = 192) -> np.ndarray:
-    factor = max(1, int(np.ceil(min_side / max(min(rgb.shape[:2]), 1))))
-    return rgb.repeat(factor, axis=0).repeat(factor, axis=1)
+def _foreground_centre(label: np.ndarray) -> list[int]:
+    """The foreground's centre of mass (the volume's centre when there is no foreground)."""
+    points = np.argwhere(label > 0)
+    return [int(v) for v in (points.mean(0) if len(points) else np.asarray(label.shape) / 2)]
 
 
-def case_panel_png(path: str | Path, image: np.ndarray, label: np.ndarray, pred: np.ndarray) -> Path:
-    """Image, ground truth and prediction of one 2D slice side by side (slice shown with x down, y across), each
-    titled above."""
-    panels = [_upscale(_grey(image)), _upscale(_labels(label)), _upscale(_labels(pred))]
-    gap = np.full((panels[0].shape[0], 8, 3), 255, np.uint8)
-    body = np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
-    header = np.full((16, body.shape[1], 3), 255, np.uint8)
-    for index, title in enumerate(("image", "ground truth", "prediction")):
-        _stamp(header, text_mask(title), 3, index * (panels[0].shape[1] + gap.shape[1]))
-    return write_png(path, np.concatenate([header, body], axis=0))
+def _best_slice(label: np.ndarray) -> int:
+    return int(np.argmax((label > 0).reshape(-1, label.shape[-1]).sum(0)))
 
 
-def bar_chart_png(path: str | Path, names: Sequence[str], values: Sequence[Sequence[float]], height: int = 240) -> Path:
-    """One bar per method at its mean (Dice in [0, 1]) with a whisker from min to max of its cases.
+def difference_map(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """0 agree, 1 false positive, 2 false negative, 3 both foreground but another class."""
+    diff = np.zeros(truth.shape, np.int64)
+    diff[(pred > 0) & (truth == 0)] = 1
+    diff[(pred == 0) & (truth > 0)] = 2
+    diff[(pred > 0) & (truth > 0) & (pred != truth)] = 3
+    return diff
 
-    Each bar carries its name under the axis (reading upwards) and the grid lines at 0.25 ... 1 their value; bars
-    take the colours of ``LABEL_COLOURS[1:]`` in order.
+
+def _show_labels(axes, image: np.ndarray, labels: np.ndarray, colours: Sequence[str]) -> None:
+    axes.imshow(image.T, cmap="gray", origin="lower")
+    masked = np.ma.masked_equal(labels.T, 0)
+    axes.imshow(masked, cmap=ListedColormap(colours), vmin=1, vmax=len(colours), alpha=0.6, origin="lower",
+                interpolation="nearest")  # fmt: skip
+
+
+def case_montage_figure(
+    image: np.ndarray, truth: np.ndarray, pred: np.ndarray, title: str, spatial_dims: int = 3
+) -> Figure:
+    """Image, ground truth, prediction and their difference (coloured overlay) of one case.
+
+    ``spatial_dims`` 2 (a 2D method on a stack of slices): the slice with the most foreground; 3: the three
+    orthogonal planes through the foreground's centre, one row each.
     """
-    bar, gap, scale = 36, 18, 2
-    left_margin = text_mask("0.25", scale).shape[1] + 8
-    label_height = max((text_mask(name, scale).shape[1] for name in names), default=0) + 8
-    width = left_margin + gap + len(names) * (bar + gap)
-    canvas = np.full((height + label_height, width, 3), 255, np.uint8)
-    for level in (0.25, 0.5, 0.75, 1.0):  # light grid lines with their value at the left
-        row = height - int(level * (height - 10))
-        canvas[row, left_margin:] = 220
-        tick = text_mask(f"{level:g}", scale)
-        _stamp(canvas, tick, row - tick.shape[0] // 2, left_margin - 4 - tick.shape[1])
-    for i, (name, case_values) in enumerate(zip(names, values, strict=True)):
-        finite = [v for v in case_values if np.isfinite(v)] or [0.0]
-        left = left_margin + gap + i * (bar + gap)
-        top = height - int(float(np.mean(finite)) * (height - 10))
-        canvas[top:height, left : left + bar] = LABEL_COLOURS[1 + i % (len(LABEL_COLOURS) - 1)]
-        low, high = (height - int(float(v) * (height - 10)) for v in (min(finite), max(finite)))
-        centre = left + bar // 2
-        canvas[high : low + 1, centre - 1 : centre + 1] = 0
-        canvas[[high, low], centre - 6 : centre + 6] = 0
-        label = np.rot90(text_mask(name, scale))  # reads bottom to top, its end next to the axis
-        _stamp(canvas, label, height + 4, left + (bar - label.shape[1]) // 2)
-    canvas[height, left_margin:] = 0
-    return write_png(path, canvas)
+    if image.shape != truth.shape or truth.shape != pred.shape:
+        raise ValueError(f"image {image.shape}, ground truth {truth.shape} and prediction {pred.shape} differ")
+    if spatial_dims == 2:
+        z = _best_slice(truth)
+        rows = [(f"slice {z}", image[..., z], truth[..., z], pred[..., z])]
+    else:
+        centre = _foreground_centre(truth)
+        planes = [orthogonal_planes(volume, centre) for volume in (image, truth, pred)]
+        rows = [(name, i, t, p) for (name, i), (_, t), (_, p) in zip(*planes, strict=True)]
+    num_classes = int(max(truth.max(), pred.max(), 1))
+    class_colours = (LABEL_COLOURS * (num_classes // len(LABEL_COLOURS) + 1))[:num_classes]
+    figure = Figure(figsize=(11.0, 2.9 * len(rows) + 0.6))
+    grid = figure.subplots(len(rows), 4, squeeze=False)
+    for row, (name, img, gt, pr) in zip(grid, rows, strict=True):
+        row[0].imshow(img.T, cmap="gray", origin="lower")
+        _show_labels(row[1], img, gt, class_colours)
+        _show_labels(row[2], img, pr, class_colours)
+        _show_labels(row[3], img, difference_map(gt, pr), [c for c, _ in DIFFERENCE_COLOURS.values()])
+        for axes, column in zip(row, COLUMNS, strict=True):
+            axes.set_title(f"{column} ({name})", fontsize=9)
+            axes.set_xticks([])
+            axes.set_yticks([])
+    figure.legend(
+        handles=[Patch(color=c, label=f"class {i + 1}") for i, c in enumerate(class_colours)]
+        + [Patch(color=c, label=name) for c, name in DIFFERENCE_COLOURS.values()],
+        loc="lower center",
+        ncol=num_classes + len(DIFFERENCE_COLOURS),
+        fontsize=8,
+    )
+    figure.suptitle(title)
+    return figure
+
+
+Curve = Sequence[tuple[int, float]]
+
+
+def learning_curve_figure(curves: Mapping[str, tuple[Curve, Curve]]) -> Figure:
+    """Validation Dice (left) and the supervised training loss (right) against the iteration, one line per run.
+
+    ``curves`` maps a run's name to ``(validation points, supervised loss points)``; a run without a validation split
+    (LA and Pancreas phantoms) has no validation line and is named under the plot.
+    """
+    figure = Figure(figsize=(12.0, 4.6))
+    dice_axes, loss_axes = figure.subplots(1, 2)
+    missing = []
+    for name, (validation, loss) in curves.items():
+        if validation:
+            steps, values = zip(*validation, strict=True)
+            dice_axes.plot(steps, values, marker="o", markersize=3, label=name)
+        else:
+            missing.append(name)
+        if loss:
+            steps, values = zip(*loss, strict=True)
+            loss_axes.plot(steps, values, linewidth=0.8, label=name)
+    dice_axes.set_title("validation Dice")
+    dice_axes.set_xlabel("iteration")
+    dice_axes.set_ylabel("mean Dice (validation cases)")
+    dice_axes.set_ylim(0.0, 1.0)
+    loss_axes.set_title("supervised training loss")
+    loss_axes.set_xlabel("iteration")
+    loss_axes.set_ylabel("supervised loss (labeled batch)")
+    for axes in (dice_axes, loss_axes):
+        axes.grid(alpha=0.3)
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize=7)
+    if missing:
+        figure.text(0.01, -0.02, "no validation split: " + ", ".join(missing), fontsize=8)
+    return figure
