@@ -358,3 +358,17 @@ def test_compare_on_a_three_class_dataset_runs_through_inference_and_reuses_fini
     again = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("(reused)") == 3 and "Engine run" not in again.stderr
+
+
+def test_paper_protocol_overlay_goes_last_and_names_the_run():
+    root = REPO_ROOT / "bundles"
+    steps = compare.step_files(root, "dycon_brats", demo=True, paper=True)
+    overlay = str(root / "dycon_brats" / "configs" / "paper_protocol.json")
+    assert steps["train"][-1] == overlay and steps["evaluate"][-1] == overlay  # after evaluate.json's eval_section
+    assert overlay not in steps["inference"]
+    assert compare.step_files(root, "dycon_brats", demo=True) == {**steps, "train": steps["train"][:-1],
+                                                                  "evaluate": steps["evaluate"][:-1]}  # fmt: skip
+    assert compare.has_paper_protocol(root, "dycon_brats") and not compare.has_paper_protocol(root, "mean_teacher_la")
+    args = compare.build_parser().parse_args(["--bundles", "dycon_brats", "alhvr_brats", "--protocol", "paper"])
+    runs, _, _ = compare.plan_runs(args, root)
+    assert sorted(run.label for run, _ in runs) == ["alhvr_brats", "dycon_brats_paper"]

@@ -19,6 +19,9 @@ Outputs in ``--out``: ``table.md``/``table.csv`` (per bundle and twin: mean ± s
 each metric, the difference in Dice to the supervised reference and whether it exceeds the seed spread),
 ``runs.csv`` (one row per run), ``dice.png``, ``<label>_case.png`` (one montage per bundle and twin) and
 ``learning_curves.png``; the runs are in ``runs/<label>/seed<seed>/``.
+
+``--protocol paper`` runs each bundle that has ``configs/paper_protocol.json`` under the protocol its paper's number
+came from (labels ``<bundle>_paper``); the others run as usual.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import numpy as np
 from torch import Tensor, nn
 
 from .metadata import read_metadata
+from .protocols import paper_protocol_configs
 
 REPO_BUNDLES = Path("bundles")
 METRICS = ("dice", "jaccard", "hd95", "asd")
@@ -162,10 +166,11 @@ class Run:
     bundle: str
     seed: int
     twin: bool = False
+    paper: bool = False  # the bundle's paper-protocol overlay (``--protocol paper``, bundles that have one)
 
     @property
     def label(self) -> str:
-        return f"{self.bundle}_twin" if self.twin else self.bundle
+        return f"{self.bundle}{'_paper' if self.paper else ''}{'_twin' if self.twin else ''}"
 
     def directory(self, out: Path) -> Path:
         return out / "runs" / self.label / f"seed{self.seed}"
@@ -311,11 +316,20 @@ def check_overrides(bundle: str, steps: dict[str, list[str]], overrides: dict[st
         raise SystemExit(f"{bundle}: no config id {', '.join(unknown)} in {', '.join(files)}")
 
 
-def step_files(root: Path, bundle: str, demo: bool) -> dict[str, list[str]]:
+def step_files(root: Path, bundle: str, demo: bool, paper: bool = False) -> dict[str, list[str]]:
+    """The config files of each step. The paper-protocol overlay goes last in training and evaluation: it may
+    replace what ``evaluate.json`` sets (the list the paper reported on, ``eval_section``)."""
     configs = root / bundle / "configs"
     train = [str(configs / "train.json")] + ([str(configs / "demo.json")] if demo else [])
     evaluate = train + [str(configs / "evaluate.json")]
+    if paper:
+        train, evaluate = paper_protocol_configs(root / bundle, train), paper_protocol_configs(root / bundle, evaluate)
     return {"train": train, "evaluate": evaluate, "inference": [str(configs / "inference.json")]}
+
+
+def has_paper_protocol(root: Path, bundle: str) -> bool:
+    """Whether the bundle's reported number came from a protocol other than its default (it has an overlay)."""
+    return paper_protocol_configs(root / bundle, []) != []
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -423,7 +437,7 @@ def execute(run: Run, root: Path, out: Path, steps: dict[str, list[str]], overri
         shutil.rmtree(run_dir)  # an interrupted run: its checkpoints and logs are partial
     run_dir.mkdir(parents=True)
     spec = {
-        "run": {"bundle": run.bundle, "seed": run.seed, "twin": run.twin, "label": run.label},
+        "run": {"bundle": run.bundle, "seed": run.seed, "twin": run.twin, "paper": run.paper, "label": run.label},
         "steps": steps,
         "overrides": overrides,
         "meta": str(root / run.bundle / "configs" / "metadata.json"),
@@ -660,6 +674,12 @@ def build_parser() -> argparse.ArgumentParser:
     seeds.add_argument("--seeds", nargs="+", type=int, help=f"one run per seed (default: {DEFAULT_SEED})")
     seeds.add_argument("--repeats", type=int, help=f"N runs with seeds {DEFAULT_SEED}, {DEFAULT_SEED + 1}, ...")
     parser.add_argument("--twins", action="store_true", help="a supervised twin of each semi-supervised bundle")
+    parser.add_argument(
+        "--protocol",
+        choices=("clean", "paper"),
+        default="clean",
+        help="paper: bundles with configs/paper_protocol.json run the protocol their paper's number came from",
+    )
     parser.add_argument("--dataset-dir", dest="dataset_dir", help="dataset folder (default: the demo's phantoms)")
     parser.add_argument("--max-iterations", dest="max_iterations", type=int, help="equal budget: iterations")
     parser.add_argument("--val-interval", dest="val_interval", type=int, help="equal budget: validation interval")
@@ -703,7 +723,7 @@ def plan_runs(args: argparse.Namespace, root: Path) -> tuple[list[tuple[Run, dic
         variants = [False] + ([True] if args.twins and is_semi_supervised(train) else [])
         for twin in variants:
             for seed in resolve_seeds(args):
-                run = Run(name, seed, twin)
+                run = Run(name, seed, twin, paper=args.protocol == "paper" and has_paper_protocol(root, name))
                 runs.append((run, run_overrides(run, train, budgets[datasets[name]], user)))
     return runs, budgets, budget_name
 
@@ -737,13 +757,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown bundle(s) under {root}: {', '.join(missing)}")
     runs, budgets, budget_name = plan_runs(args, root)
     for run, overrides in runs:
-        check_overrides(run.bundle, step_files(root, run.bundle, args.demo), overrides)
+        check_overrides(run.bundle, step_files(root, run.bundle, args.demo, run.paper), overrides)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     records = []
     for index, (run, overrides) in enumerate(runs, start=1):
         print(f"[{index}/{len(runs)}] {run.label} seed {run.seed} ...", flush=True)
-        record = execute(run, root, out, step_files(root, run.bundle, args.demo), overrides)
+        record = execute(run, root, out, step_files(root, run.bundle, args.demo, run.paper), overrides)
         record.update(
             run_dir=str(run.directory(out)),
             dataset=dataset_of(read_train_config(root, run.bundle)),
