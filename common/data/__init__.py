@@ -8,10 +8,13 @@ from .contract import (
     DatasetError,
     dataset_labels,
     inference_datalist,
+    label_datalists,
     load_dataset_json,
+    monai_label_studies,
     resolve_items,
     semi_supervised_datalists,
     split_labeled,
+    unlabeled_studies,
 )
 from .datasets import VolumeSliceDataset, training_dataset
 from .transforms import CheckDatad, ForegroundZScored
@@ -20,10 +23,13 @@ __all__ = [
     "DatasetError",
     "dataset_labels",
     "inference_datalist",
+    "label_datalists",
     "load_dataset_json",
+    "monai_label_studies",
     "resolve_items",
     "semi_supervised_datalists",
     "split_labeled",
+    "unlabeled_studies",
     "VolumeSliceDataset",
     "training_dataset",
     "CheckDatad",
