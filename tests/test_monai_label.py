@@ -62,7 +62,8 @@ def label_train(
 ) -> None:
     """MONAI Label's ``BundleTrainTask`` (single device): partition, add a checkpoint loader, ``monai.bundle.run``.
 
-    ``request``: option values of the train request; Label passes every ``displayable_configs`` key from it.
+    ``request``: option values of the train request; Label passes every ``displayable_configs`` key from it (a
+    request without one fails in Label with a ``KeyError``; its clients send the whole train panel).
     """
     config = ConfigParser()
     config.read_config(str(bundle / "configs" / "train.json"))
@@ -82,7 +83,8 @@ def label_train(
     }
     shown = config.get("displayable_configs")
     if shown:
-        label_overrides["displayable_configs"] = {key: (request or {}).get(key, value) for key, value in shown.items()}
+        request = {**shown, **(request or {})}  # Label's clients send every option of the train panel
+        label_overrides["displayable_configs"] = {key: request[key] for key in shown}  # Label: KeyError if absent
     with bundle_on_path(bundle):
         monai.bundle.run(
             run_id="run",
@@ -329,7 +331,7 @@ def test_label_empty_pool_is_refused_with_what_to_do_in_the_last_line(tmp_path, 
 
 
 def test_label_training_with_empty_validation_writes_new_model_from_studies(
-    phantom_datasets, tmp_path, monkeypatch, caplog
+    phantom_datasets, tmp_path, monkeypatch, capfd
 ):
     """2 annotated studies and Label's default val_split 0.2: no validation list, yet a new model.pt; the
     unlabeled stream is the datastore's unannotated studies; resume states stay out of models/."""
@@ -351,13 +353,13 @@ def test_label_training_with_empty_validation_writes_new_model_from_studies(
     before = torch.load(bundle / "models" / "model.pt", weights_only=True)
     monkeypatch.setenv("MONAI_LABEL_STUDIES", str(studies))
     overrides = {**settings(name), "max_iterations": ITERATIONS, "val_interval": ITERATIONS}
-    with caplog.at_level("INFO"):
-        label_train(bundle, labeled, overrides, val_split=0.2)
+    label_train(bundle, labeled, overrides, val_split=0.2)
+    log = "".join(capfd.readouterr())  # the exported logging.conf logs to the console
     after = torch.load(bundle / "models" / "model.pt", weights_only=True)
     assert any(not torch.equal(after[k], before[k]) for k in before), "model.pt was not replaced"
     unlabeled = len(meta["training"]) + len(meta["test"]) - 2
-    assert f"unlabeled stream of {unlabeled} images, {unlabeled} from the studies folder {studies}" in caplog.text
-    assert "No validation in this run" in caplog.text
+    assert f"unlabeled stream of {unlabeled} images, {unlabeled} from the studies folder {studies}" in log
+    assert "No validation in this run" in log
     assert sorted(p.name for p in (bundle / "models").iterdir()) == ["model.pt"]
     assert list((bundle / "checkpoints").glob("latest_*.pt"))
 
