@@ -276,9 +276,9 @@ def label_datalists(
             raise DatasetError(
                 f"MONAI Label's studies folder {studies_dir} has no study without a final label "
                 f"({FINAL_LABELS}/) and dataset_dir {dataset_dir} offers no unlabeled image, so this semi-supervised "
-                "method has nothing to learn from: add unannotated studies to the datastore, set dataset_dir to a "
-                "folder with an 'unlabeled' section (python -m common.export ... --dataset-dir), or set "
-                "allow_supervised_only true to train the supervised part only."
+                "method has nothing to learn from: add unannotated studies to the datastore, export the bundle with "
+                "--dataset-dir naming a dataset folder with an 'unlabeled' section, or set allow_supervised_only "
+                "true to train the supervised part only."
             )
     except DatasetError as err:
         raise SystemExit(f"error: {err}") from err
