@@ -87,7 +87,8 @@ def test_writes_loadable_checkpoints(trained):
     weights = torch.load(trained["ckpt_dir"] / "model.pt", weights_only=True)
     network = trained["workflow"].parser.get_parsed_content("network_def", lazy=False)
     network.load_state_dict(weights)
-    assert list(trained["ckpt_dir"].glob("latest*.pt")), "no resumable checkpoint written"
+    assert list((trained["ckpt_dir"].parent / "checkpoints").glob("latest*.pt")), "no resumable checkpoint written"
+    assert [p.name for p in trained["ckpt_dir"].iterdir()] == ["model.pt"], "models/ holds a resume state"
 
 
 def test_network_def_matches_metadata(trained):

@@ -4,10 +4,12 @@ MONAI Label (0.8.5, ``monailabel/tasks/{infer,train}/bundle.py``) is not a depen
 reproduced here with MONAI only:
 
 - training: ``monai.bundle.run`` of ``configs/train.json`` with Label's overrides: ``bundle_root``, a string
-  ``device``, ``train#trainer#max_epochs``, its labeled 3D studies (80 %) in ``train#dataset#data`` and the rest in
-  ``validate#dataset#data``, and ``train#handlers`` with a ``CheckpointLoader`` of the served ``models/model.pt``
-  prepended when there is one. The unlabeled stream comes from ``dataset_dir`` (set by ``common.export
-  --dataset-dir``); Label itself only holds labeled studies.
+  ``device``, ``train#trainer#max_epochs``, its labeled 3D studies in ``train#dataset#data`` and its ``val_split``
+  share in ``validate#dataset#data`` (``partition_dataset``, so 2 studies at 0.2 leave the validation list empty),
+  ``train#handlers`` with a ``CheckpointLoader`` of the served ``models/model.pt`` prepended when there is one, and
+  ``displayable_configs`` with the request's values. The server exports ``MONAI_LABEL_STUDIES`` (the studies folder)
+  to the training process: the studies without ``labels/final/<id>.*`` feed the unlabeled stream, plus the optional
+  ``dataset_dir`` pool (set by ``common.export --dataset-dir``).
 - inference: ``configs/inference.json`` read alone; ``network_def`` with ``models/model.pt`` (or ``models/model.ts``
   when there is no ``model.pt``); the ``preprocessing`` transforms one by one on ``{"image": path}``, ``inferer``
   on the batched image, the ``postprocessing`` transforms without ``SaveImaged``.
@@ -33,9 +35,11 @@ from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export
 from monai.data import partition_dataset
 from monai.transforms import Compose, SaveImaged
 
-from common.data import semi_supervised_datalists
+from common.data import semi_supervised_datalists, unlabeled_studies
+from common.tools.export import main as export_main
 from tests.bundle_utils import BUNDLES, TINY
-from tests.export_utils import bundle_on_path, export, scripts_origin
+from tests.conftest import REPO_ROOT
+from tests.export_utils import bundle_on_path, export, initial_weights, scripts_origin
 
 LABEL_BUNDLES = ["mean_teacher_acdc", "mean_teacher_la"]  # a 2D network fed 3D studies, and a 3D one
 ITERATIONS = 2
@@ -53,11 +57,17 @@ def inference_settings(name: str) -> dict:
     return {k: v for k, v in settings(name).items() if k not in training_only}
 
 
-def label_train(bundle: Path, studies: list[dict], overrides: dict, max_epochs: int = 1) -> None:
-    """MONAI Label's ``BundleTrainTask`` (single device): partition, add a checkpoint loader, ``monai.bundle.run``."""
+def label_train(
+    bundle: Path, studies: list[dict], overrides: dict, max_epochs: int = 1, val_split: float = 0.2, request=None
+) -> None:
+    """MONAI Label's ``BundleTrainTask`` (single device): partition, add a checkpoint loader, ``monai.bundle.run``.
+
+    ``request``: option values of the train request; Label passes every ``displayable_configs`` key from it (a
+    request without one fails in Label with a ``KeyError``; its clients send the whole train panel).
+    """
     config = ConfigParser()
     config.read_config(str(bundle / "configs" / "train.json"))
-    train_ds, val_ds = partition_dataset(studies, ratios=[0.8, 0.2], shuffle=False)
+    train_ds, val_ds = partition_dataset(studies, ratios=[1 - val_split, val_split], shuffle=False)
     handlers = config.get("train#handlers", [])
     served = bundle / "models" / "model.pt"
     if served.exists() and not [h for h in handlers if h.get("_target_") == "CheckpointLoader"]:
@@ -71,6 +81,10 @@ def label_train(bundle: Path, studies: list[dict], overrides: dict, max_epochs: 
         "train#handlers": handlers,
         "validate#dataset#data": val_ds,
     }
+    shown = config.get("displayable_configs")
+    if shown:
+        request = {**shown, **(request or {})}  # Label's clients send every option of the train panel
+        label_overrides["displayable_configs"] = {key: request[key] for key in shown}  # Label: KeyError if absent
     with bundle_on_path(bundle):
         monai.bundle.run(
             run_id="run",
@@ -164,7 +178,8 @@ def test_label_trains_volumes_into_served_model(label_trained):
     assert set(weights) == set(label_trained["first"])
     changed = [k for k in weights if not torch.equal(weights[k], label_trained["first"][k])]
     assert changed, "the second Label training did not update the served model.pt"
-    assert list((bundle / "models").glob("latest_*.pt")), "no resumable training state"
+    assert list((bundle / "checkpoints").glob("latest_*.pt")), "no resumable training state"
+    assert sorted(p.name for p in (bundle / "models").iterdir()) == ["model.pt"], "models/ holds only loadable weights"
 
 
 def test_label_training_takes_unlabeled_stream_from_dataset_dir(label_trained):
@@ -251,3 +266,139 @@ def test_exported_bundle_runs_without_the_repository(label_trained, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     pred = nib.load(str(tmp_path / "out" / "case_seg.nii.gz"))
     assert pred.shape == nib.load(str(images / "case.nii.gz")).shape
+
+
+def _nifti(path: Path, shape=(8, 8, 4)) -> Path:
+    nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)), str(path))
+    return path
+
+
+def datastore(root: Path, labeled: list[str], unlabeled: list[str], suffix: str = ".nii.gz") -> Path:
+    """A folder laid out like MONAI Label's local datastore: studies at the top, labels in labels/final/<id>."""
+    (root / "labels" / "final").mkdir(parents=True)
+    for name in labeled + unlabeled:
+        _nifti(root / f"{name}{suffix}")
+    for name in labeled:
+        _nifti(root / "labels" / "final" / f"{name}.nii.gz")
+    (root / "datastore_v2.json").write_text("{}")  # Label's own files are not studies
+    return root
+
+
+def test_unlabeled_studies_are_the_studies_without_a_final_label(tmp_path):
+    studies = datastore(tmp_path / "studies", ["a", "c"], ["b", "d"])
+    _nifti(studies / "e.nii")  # .nii studies count too
+    (studies / "labels" / "original").mkdir()
+    _nifti(studies / "labels" / "original" / "b.nii.gz")  # only a final label makes a study labeled
+    names = [Path(item["image"]).name for item in unlabeled_studies(studies)]
+    assert names == ["b.nii.gz", "d.nii.gz", "e.nii"]
+
+
+def _only_unlabeled_section(folder: Path, count: int) -> Path:
+    folder.mkdir()
+    items = [{"image": _nifti(folder / f"u{i}.nii.gz").name} for i in range(count)]
+    meta = {"labels": {"0": "background", "1": "fg"}, "unlabeled": items}
+    (folder / "dataset.json").write_text(json.dumps(meta))
+    return folder
+
+
+@pytest.mark.parametrize("num_labeled", [0, 2, 50])
+def test_label_unlabeled_stream_from_studies_env_and_dataset_dir(tmp_path, monkeypatch, num_labeled):
+    """Under Label (``MONAI_LABEL_STUDIES`` set) the pool is the unlabeled studies plus dataset_dir's images; a
+    folder with only an ``unlabeled`` section and any num_labeled work without edits."""
+    studies = datastore(tmp_path / "studies", ["a"], ["b", "c"])
+    pool = _only_unlabeled_section(tmp_path / "pool", 2)
+    monkeypatch.setenv("MONAI_LABEL_STUDIES", str(studies))
+    parser = ConfigParser(
+        {"datalists": ConfigParser.load_config_file(str(REPO_ROOT / "bundles" / "shared" / "train.json"))["datalists"]}
+    )
+    parser.update({"dataset_dir": str(pool), "num_labeled": num_labeled, "allow_supervised_only": False})
+    parser["method"] = "$type('M', (), {'requires_unlabeled': True})"
+    lists = parser.get_parsed_content("datalists")
+    names = sorted(Path(item["image"]).name for item in lists["unlabeled"])
+    assert names == ["b.nii.gz", "c.nii.gz", "u0.nii.gz", "u1.nii.gz"]
+    assert all("label" not in item for item in lists["unlabeled"])
+
+
+def test_label_empty_pool_is_refused_with_what_to_do_in_the_last_line(tmp_path, monkeypatch):
+    """Label's train status shows the last output lines: the message ends the process alone (no traceback after)."""
+    studies = datastore(tmp_path / "studies", ["a", "b"], [])
+    monkeypatch.setenv("MONAI_LABEL_STUDIES", str(studies))
+    with pytest.raises(SystemExit, match="add unannotated studies to the datastore") as raised:
+        semi_supervised_datalists(tmp_path / "missing", 7, require_unlabeled=True, studies_dir=str(studies))
+    assert str(raised.value).startswith("error: MONAI Label's studies folder")
+    lists = semi_supervised_datalists(tmp_path / "missing", 7, require_unlabeled=False, studies_dir=str(studies))
+    assert lists["unlabeled"] == []  # allow_supervised_only: the trainer then trains the supervised part
+
+
+def test_label_training_with_empty_validation_writes_new_model_from_studies(
+    phantom_datasets, tmp_path, monkeypatch, capfd
+):
+    """2 annotated studies and Label's default val_split 0.2: no validation list, yet a new model.pt; the
+    unlabeled stream is the datastore's unannotated studies; resume states stay out of models/."""
+    name = "mean_teacher_acdc"
+    dataset = phantom_datasets[BUNDLES[name]]
+    meta = json.loads((dataset / "dataset.json").read_text())
+    studies = tmp_path / "studies"
+    (studies / "labels" / "final").mkdir(parents=True)
+    for i, item in enumerate(meta["training"] + meta["test"]):
+        shutil.copy(dataset / item["image"], studies / f"case{i}.nii.gz")
+        if i < 2:
+            shutil.copy(dataset / item["label"], studies / "labels" / "final" / f"case{i}.nii.gz")
+    labeled = [
+        {"image": str(studies / f"case{i}.nii.gz"), "label": str(studies / "labels/final" / f"case{i}.nii.gz")}
+        for i in range(2)
+    ]
+    weights = initial_weights(name, tmp_path / "initial.pt")
+    bundle = export(name, tmp_path / "out", model_file=weights)  # dataset_dir: the neutral default, absent here
+    before = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    monkeypatch.setenv("MONAI_LABEL_STUDIES", str(studies))
+    overrides = {**settings(name), "max_iterations": ITERATIONS, "val_interval": ITERATIONS}
+    label_train(bundle, labeled, overrides, val_split=0.2)
+    log = "".join(capfd.readouterr())  # the exported logging.conf logs to the console
+    after = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    assert any(not torch.equal(after[k], before[k]) for k in before), "model.pt was not replaced"
+    unlabeled = len(meta["training"]) + len(meta["test"]) - 2
+    assert f"unlabeled stream of {unlabeled} images, {unlabeled} from the studies folder {studies}" in log
+    assert "No validation in this run" in log
+    assert sorted(p.name for p in (bundle / "models").iterdir()) == ["model.pt"]
+    assert list((bundle / "checkpoints").glob("latest_*.pt"))
+
+
+def test_displayable_configs_reach_training_and_inference(tmp_path):
+    """Label lists displayable_configs in its panels and passes them back; --override bakes sizes in."""
+    out = tmp_path / "acdc"
+    args = [
+        "bundles/mean_teacher_acdc",
+        str(out),
+        "--override",
+        "spatial_size=[128,128]",
+        "--override",
+        "num_workers=0",
+    ]
+    assert export_main(args) == 0
+    train = ConfigParser.load_config_file(str(out / "configs" / "train.json"))
+    infer = ConfigParser.load_config_file(str(out / "configs" / "inference.json"))
+    expected = {"val_interval", "labeled_batch_size", "unlabeled_batch_size", "spatial_size", "num_labeled"}
+    assert expected | {"num_workers", "learning_rate"} == set(train["displayable_configs"])
+    assert (
+        train["displayable_configs"]["spatial_size"] == "128,128" and train["displayable_configs"]["num_workers"] == 0
+    )
+    assert infer["displayable_configs"] == {"spatial_size": "128,128"}
+    with bundle_on_path(out):
+        parser = ConfigParser(train)
+        parser["displayable_configs"] = {**train["displayable_configs"], "val_interval": "7", "spatial_size": "96,64"}
+        assert parser.get_parsed_content("val_interval") == 7
+        assert parser.get_parsed_content("train#epoch_length") == 7  # one Label "epoch"
+        assert parser.get_parsed_content("spatial_size") == [96, 64]
+    assert export_main(["bundles/mean_teacher_acdc", str(tmp_path / "x"), "--override", "no_such_id=1"]) == 1
+
+
+def test_export_lists_3d_patch_and_stride_for_inference(tmp_path):
+    out = export("mean_teacher_la", tmp_path, overrides={"patch_size": [32, 32, 32], "sw_stride": [16, 16, 16]})
+    infer = ConfigParser.load_config_file(str(out / "configs" / "inference.json"))
+    assert infer["displayable_configs"] == {"patch_size": "32,32,32", "sw_stride": "16,16,16"}
+    with bundle_on_path(out):
+        parser = ConfigParser(infer)
+        parser.update({"bundle_root": str(out), "device": "cpu"})
+        parser["displayable_configs"].update({"patch_size": "24,24,16"})  # as Label's infer task does
+        assert list(parser.get_parsed_content("inferer").inferer.roi_size) == [24, 24, 16]

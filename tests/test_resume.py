@@ -266,6 +266,7 @@ KILL_CASES = [("mean_teacher_acdc", "acdc"), ("mean_teacher_la", "la")]
 
 
 def _overrides(flavour: str, dataset_dir: Path, ckpt_dir: Path, output_dir: Path) -> dict:
+    """Weights to ``<run>/models``, resume states to ``<run>/checkpoints`` (the bundle layout under a run folder)."""
     return {
         **TINY[flavour],
         "dataset_dir": str(dataset_dir),
@@ -273,6 +274,7 @@ def _overrides(flavour: str, dataset_dir: Path, ckpt_dir: Path, output_dir: Path
         "val_interval": 4,
         "num_workers": 0,
         "ckpt_dir": str(ckpt_dir),
+        "resume_dir": str(ckpt_dir.parent / "checkpoints"),
         "output_dir": str(output_dir),
     }
 
@@ -321,8 +323,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(name, flavour, phantom_d
     workflow = make_workflow(name, **_overrides(flavour, phantom_datasets[flavour], a_dir / "models", a_dir / "eval"))
     workflow.run()
     workflow.finalize()
-    expected = _state(latest_checkpoint(a_dir / "models"))
+    expected = _state(latest_checkpoint(a_dir / "checkpoints"))
     assert expected["trainer"]["iteration"] == 8
+    assert [p.name for p in (a_dir / "models").iterdir()] == ["model.pt"]  # models/ holds no resume state
 
     # B: a CLI run that hangs in its second epoch (test-side handler), killed with SIGKILL after the first
     # checkpoint, then resumed with --resume true
@@ -335,8 +338,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(name, flavour, phantom_d
     # top-level id, as every command-line override of a shared block is
     blocking = {"_target_": "tests.test_resume.BlockAtIteration", "iteration": 6}
     blocked.write_text(json.dumps({**overrides, "inspection_saver": blocking}))
-    _run_until_first_checkpoint_then_kill(_cli(name, blocked), b_dir / "models", tmp_path / "b_killed.log")
-    interrupted = _state(latest_checkpoint(b_dir / "models"))
+    _run_until_first_checkpoint_then_kill(_cli(name, blocked), b_dir / "checkpoints", tmp_path / "b_killed.log")
+    interrupted = _state(latest_checkpoint(b_dir / "checkpoints"))
     assert interrupted["trainer"]["iteration"] == 4
 
     result = subprocess.run(
@@ -344,9 +347,10 @@ def test_killed_run_resumes_to_the_uninterrupted_result(name, flavour, phantom_d
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Resumed from" in result.stderr + result.stdout
-    files = sorted(p.name for p in (b_dir / "models").glob("latest_*.pt"))
+    files = sorted(p.name for p in (b_dir / "checkpoints").glob("latest_*.pt"))
     assert files == ["latest_checkpoint_epoch=2.pt"]  # the resumed-from file was replaced, not left behind
-    resumed = _state(b_dir / "models" / files[0])
+    resumed = _state(b_dir / "checkpoints" / files[0])
+    assert [p.name for p in (b_dir / "models").iterdir()] == ["model.pt"]
 
     assert resumed["trainer"]["iteration"] == expected["trainer"]["iteration"]
     for key in ("network", "teacher"):
@@ -371,4 +375,4 @@ def test_resume_without_a_checkpoint_names_the_folder(phantom_datasets, tmp_path
     with pytest.raises(RuntimeError) as info:
         workflow.parser.get_parsed_content("resume_from")
     assert isinstance(info.value.__cause__, FileNotFoundError)  # MONAI's wrapper chains it; the CLI prints both
-    assert f"no training checkpoint latest_*.pt in {tmp_path / 'models'}" in str(info.value.__cause__)
+    assert f"no training checkpoint latest_*.pt in {tmp_path / 'checkpoints'}" in str(info.value.__cause__)

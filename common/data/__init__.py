@@ -9,10 +9,13 @@ from .contract import (
     check_num_classes,
     dataset_labels,
     inference_datalist,
+    label_datalists,
     load_dataset_json,
+    monai_label_studies,
     resolve_items,
     semi_supervised_datalists,
     split_labeled,
+    unlabeled_studies,
 )
 from .datasets import VolumeSliceDataset, training_dataset
 from .transforms import CheckDatad, ForegroundZScored, LabelBoxCropd, label_box
@@ -24,10 +27,13 @@ __all__ = [
     "check_num_classes",
     "dataset_labels",
     "inference_datalist",
+    "label_datalists",
     "load_dataset_json",
+    "monai_label_studies",
     "resolve_items",
     "semi_supervised_datalists",
     "split_labeled",
+    "unlabeled_studies",
     "VolumeSliceDataset",
     "training_dataset",
     "CheckDatad",

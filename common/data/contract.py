@@ -5,12 +5,19 @@ training cases (patients, where items carry ``patient``) are the labeled stream;
 and the optional ``unlabeled`` section feed the unlabeled stream with their label key removed here, before any
 transform, so no label can leak into an unsupervised loss. Problems are reported as ``DatasetError`` naming the
 folder or file and what is wrong.
+
+Under MONAI Label (its server exports ``MONAI_LABEL_STUDIES``, the studies folder, to the training process) the
+labeled stream is what Label passes in ``train#dataset#data``; the unlabeled stream is then every study without a
+final label (``<studies>/labels/final/<id>.*``, the layout of Label's local datastore) plus the images the optional
+``dataset_dir`` offers (its training cases after the first ``num_labeled`` and its ``unlabeled`` section).
 """
 
 from __future__ import annotations
 
 import glob
 import json
+import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +31,15 @@ __all__ = [
     "semi_supervised_datalists",
     "dataset_labels",
     "inference_datalist",
+    "monai_label_studies",
+    "unlabeled_studies",
+    "label_datalists",
 ]
+
+logger = logging.getLogger(__name__)
+
+STUDIES_ENV = "MONAI_LABEL_STUDIES"  # monailabel/main.py exports its settings to the server's environment
+FINAL_LABELS = Path("labels") / "final"  # monailabel/datastore/local.py: labels/<tag>/<image id><ext>
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -36,8 +51,12 @@ class DatasetError(ValueError):
     """A dataset folder, its ``dataset.json`` or one of its files breaks the contract."""
 
 
-def load_dataset_json(dataset_dir: str | Path) -> dict[str, Any]:
-    """Read and check ``<dataset_dir>/dataset.json``: it must hold ``labels`` and a non-empty ``training`` list."""
+def load_dataset_json(dataset_dir: str | Path, require_training: bool = True) -> dict[str, Any]:
+    """Read and check ``<dataset_dir>/dataset.json``: it must hold ``labels`` and a non-empty ``training`` list.
+
+    ``require_training`` false (MONAI Label training, whose labeled studies come from Label) also accepts a folder
+    with only an ``unlabeled`` section.
+    """
     folder = Path(dataset_dir)
     if not folder.is_dir():
         raise DatasetError(f"Dataset folder {folder} does not exist (set --dataset_dir to a prepared dataset folder).")
@@ -53,7 +72,7 @@ def load_dataset_json(dataset_dir: str | Path) -> dict[str, Any]:
     if not isinstance(meta.get("labels"), Mapping) or not meta["labels"]:
         raise DatasetError(f'{path} needs \'labels\' (class index -> name), e.g. {{"0": "background", ...}}.')
     training = meta.get("training")
-    if not isinstance(training, list) or not training:
+    if require_training and (not isinstance(training, list) or not training):
         raise DatasetError(f"{path} needs a non-empty 'training' list of {{'image', 'label'}} items.")
     for section in SECTIONS:
         value = meta.get(section, [])
@@ -154,6 +173,7 @@ def semi_supervised_datalists(
     validation_from: str = "validation",
     test_from: str = "test",
     keep_unlabeled_labels: bool = False,
+    studies_dir: str | Path | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Lists ``labeled``, ``unlabeled``, ``validation`` and ``test`` of a dataset folder with absolute paths.
 
@@ -168,14 +188,17 @@ def semi_supervised_datalists(
             protocol reproduction that leaks (configs/paper_protocol.json of the bundles that need one).
         keep_unlabeled_labels: keep the labels of the unlabeled stream (DyCON's official FeCL reads them: a leak,
             paper-protocol reproduction only).
+        studies_dir: MONAI Label's studies folder (``monai_label_studies()``); when given, see
+            ``label_datalists``.
     """
+    if studies_dir:
+        return label_datalists(studies_dir, dataset_dir, num_labeled, use_extra_unlabeled, require_unlabeled)
     meta = load_dataset_json(dataset_dir)
     check_num_classes(meta, num_classes, Path(dataset_dir) / "dataset.json")
     training = resolve_items(dataset_dir, meta["training"], "training", require_label=True)
     labeled, unlabeled = split_labeled(training, num_labeled)
     if use_extra_unlabeled:
-        extra = resolve_items(dataset_dir, meta.get("unlabeled", []), "unlabeled", require_label=False)
-        unlabeled += [{k: v for k, v in item.items() if k != "label"} for item in extra]
+        unlabeled += _unlabeled_section(dataset_dir, meta)
     if require_unlabeled and not unlabeled:
         raise DatasetError(
             f"{Path(dataset_dir) / 'dataset.json'}: num_labeled={num_labeled} leaves no unlabeled images for a "
@@ -207,6 +230,116 @@ def _cases_from(source: str, sections: Mapping[str, list], training: list[dict[s
     if name != "training" or not count.isdigit():
         raise DatasetError(f"unknown evaluation list {source!r}: use validation, test or training:N")
     return [dict(item) for item in training[: int(count)]]
+
+
+def _unlabeled_section(dataset_dir: str | Path, meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+    extra = resolve_items(dataset_dir, meta.get("unlabeled", []), "unlabeled", require_label=False)
+    return [{k: v for k, v in item.items() if k != "label"} for item in extra]
+
+
+def monai_label_studies() -> str | None:
+    """The studies folder of the MONAI Label server this process trains for, or ``None`` outside MONAI Label.
+
+    A remote datastore (DICOMweb, XNAT, ... given as a URL) has no folder to list: ``None`` as well.
+    """
+    studies = os.environ.get(STUDIES_ENV, "").strip()
+    if not studies or "://" in studies:
+        return None
+    return studies
+
+
+def _study_id(name: str) -> str | None:
+    """The datastore id of a NIfTI study file (its name without the extension), ``None`` for other files."""
+    for suffix in NIFTI_SUFFIXES[::-1]:  # .nii.gz before .nii
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def unlabeled_studies(studies_dir: str | Path) -> list[dict[str, str]]:
+    """``[{"image": path}]`` of the NIfTI studies of a MONAI Label local datastore that have no final label.
+
+    Studies are the files at the top of the folder; a study ``<id>.nii.gz`` is labeled when
+    ``labels/final/<id>.<any extension>`` exists (MONAI Label stores a submitted label there).
+    """
+    folder = Path(studies_dir)
+    if not folder.is_dir():
+        raise DatasetError(f"MONAI Label's studies folder {folder} ({STUDIES_ENV}) does not exist.")
+    final = folder / FINAL_LABELS
+    labeled = {_study_id(p.name) or p.name.split(".")[0] for p in final.iterdir()} if final.is_dir() else set()
+    studies = [p for p in sorted(folder.iterdir()) if p.is_file() and _study_id(p.name) is not None]
+    return [{"image": str(p.resolve())} for p in studies if _study_id(p.name) not in labeled]
+
+
+def _dataset_dir_pool(
+    dataset_dir: str | Path, num_labeled: int | None, use_extra_unlabeled: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Labeled, unlabeled and validation items an optional ``dataset_dir`` adds to a MONAI Label training.
+
+    ``num_labeled`` only says how many training cases are held back as labeled: 0 gives every training image to the
+    unlabeled stream, a number above the training list keeps them all (Label passes its own labeled studies).
+    """
+    if not (Path(dataset_dir) / "dataset.json").is_file():
+        logger.info("MONAI Label training: dataset_dir %s holds no dataset.json; no extra unlabeled pool.", dataset_dir)
+        return [], [], []
+    meta = load_dataset_json(dataset_dir, require_training=False)
+    training = resolve_items(dataset_dir, meta.get("training", []), "training", require_label=True)
+    labeled, unlabeled = [], []
+    if training:
+        groups = len({_group_key(item, i) for i, item in enumerate(training)})
+        keep = groups if num_labeled is None or num_labeled < 0 else min(num_labeled, groups)
+        labeled, unlabeled = split_labeled(training, keep) if keep else ([], _without_labels(training))
+    if use_extra_unlabeled:
+        unlabeled += _unlabeled_section(dataset_dir, meta)
+    validation = resolve_items(dataset_dir, meta.get("validation", []), "validation", require_label=True)
+    return labeled, unlabeled, validation
+
+
+def _without_labels(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in item.items() if k != "label"} for item in items]
+
+
+def label_datalists(
+    studies_dir: str | Path,
+    dataset_dir: str | Path,
+    num_labeled: int | None,
+    use_extra_unlabeled: bool = True,
+    require_unlabeled: bool = False,
+) -> dict[str, list[dict[str, Any]]]:
+    """The lists of a training run under MONAI Label: the unlabeled stream is every study of ``studies_dir``
+    without a final label plus the optional ``dataset_dir`` pool (``_dataset_dir_pool``).
+
+    ``labeled`` and ``validation`` are only defaults: MONAI Label replaces ``train#dataset#data`` with its labeled
+    studies and ``validate#dataset#data`` with its validation split.
+
+    A problem ends the process with ``SystemExit`` and the message alone: MONAI Label's train status keeps only the
+    last lines of the training process's output, where a ``DatasetError`` raised inside MONAI's config
+    instantiation would be hidden behind MONAI's ``Failed to instantiate component`` traceback.
+    """
+    try:
+        from_studies = unlabeled_studies(studies_dir)
+        labeled, from_dataset, validation = _dataset_dir_pool(dataset_dir, num_labeled, use_extra_unlabeled)
+        unlabeled = from_studies + from_dataset
+        if require_unlabeled and not unlabeled:
+            raise DatasetError(
+                f"MONAI Label's studies folder {studies_dir} has no study without a final label "
+                f"({FINAL_LABELS}/) and dataset_dir {dataset_dir} offers no unlabeled image, so this semi-supervised "
+                "method has nothing to learn from: add unannotated studies to the datastore, export the bundle with "
+                "--dataset-dir naming a dataset folder with an 'unlabeled' section, or set allow_supervised_only "
+                "true to train the supervised part only."
+            )
+    except DatasetError as err:
+        raise SystemExit(f"error: {err}") from err
+    logger.info(
+        "MONAI Label training: unlabeled stream of %d images, %d from the studies folder %s (studies without "
+        "labels/final), %d from dataset_dir %s.",
+        len(unlabeled),
+        len(from_studies),
+        studies_dir,
+        len(from_dataset),
+        dataset_dir,
+    )
+    return {"labeled": labeled, "unlabeled": unlabeled, "validation": validation, "test": []}
 
 
 def _nifti_files(folder: Path) -> list[Path]:

@@ -1,11 +1,13 @@
-"""Which preprocessing recipe a folder of images went through, so a bundle knows which steps remain."""
+"""Which preprocessing recipe a folder of images went through, so a bundle knows which steps remain, and the
+sizes a user may set as options (MONAI Label's ``displayable_configs``)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["dataset_recipe"]
+__all__ = ["dataset_recipe", "size_option"]
 
 
 def dataset_recipe(dataset_dir: str | Path, default: str) -> str:
@@ -24,3 +26,22 @@ def dataset_recipe(dataset_dir: str | Path, default: str) -> str:
         raise ValueError(f"{path} is not valid JSON: {err}.") from err
     recipe = meta.get("preprocessing", default) if isinstance(meta, dict) else default
     return str(recipe)
+
+
+def size_option(value: str | int | Sequence[int], dims: int) -> list[int]:
+    """A patch or slice size given as a user option: ``"112,112,80"`` (or ``"112x112x80"``), a list, or one number
+    for every axis. MONAI Label shows such options as text fields (a list would be offered as a choice of values).
+    """
+    if isinstance(value, str):
+        parts = [p for p in value.replace("x", ",").replace(" ", ",").split(",") if p]
+    elif isinstance(value, (int, float)):
+        parts = [value] * dims
+    else:
+        parts = list(value)
+    try:
+        size = [int(p) for p in parts]
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"size option {value!r} is not {dims} integers such as '96,96,96'.") from err
+    if len(size) != dims or min(size) < 1:
+        raise ValueError(f"size option {value!r} must give {dims} positive integers, e.g. '{','.join(['96'] * dims)}'.")
+    return size

@@ -2,7 +2,7 @@
 
 from .distributed import DistributedNetwork, distributed_sampler, process_rank, unwrap_network
 from .evaluation import SegmentationReport
-from .handlers import AtomicCheckpointSaver, ProgressBar, TrainingStateLoader, TrainingStateSaver
+from .handlers import AtomicCheckpointSaver, FinalWeightsSaver, ProgressBar, TrainingStateLoader, TrainingStateSaver
 from .resume import latest_checkpoint, resume_checkpoint
 from .trainer import SemiSupervisedTrainer
 
@@ -10,6 +10,7 @@ __all__ = [
     "SemiSupervisedTrainer",
     "ProgressBar",
     "AtomicCheckpointSaver",
+    "FinalWeightsSaver",
     "TrainingStateSaver",
     "TrainingStateLoader",
     "SegmentationReport",

@@ -17,6 +17,8 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from .resume import atomic_torch_save
 
+logger = logging.getLogger(__name__)
+
 
 def _loss_values(output) -> dict[str, float]:
     if isinstance(output, Mapping):
@@ -95,6 +97,22 @@ class AtomicCheckpointSaver(CheckpointSaver):
     def _checkpoints(self) -> list[Checkpoint]:
         candidates = (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint)
         return [checkpoint for checkpoint in candidates if checkpoint is not None]
+
+
+class FinalWeightsSaver(AtomicCheckpointSaver):
+    """The final weights as ``model.pt`` for a run that does not validate, logged as a warning.
+
+    Without validation no best-model saver writes ``model.pt``; this one does at the end (and on an exception), so
+    a training that ends always leaves new weights, e.g. a MONAI Label training whose validation split is empty.
+    """
+
+    def attach(self, engine: Engine) -> None:
+        logger.warning(
+            "No validation in this run (the validation list is empty or val_interval exceeds max_iterations): "
+            "no best-model selection, the final weights become %s.",
+            Path(self.save_dir) / (self._final_filename or "model.pt"),
+        )
+        super().attach(engine)
 
 
 class TrainingStateSaver(AtomicCheckpointSaver):

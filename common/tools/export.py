@@ -1,6 +1,7 @@
 """Export a repository bundle as a self-contained MONAI bundle (model zoo and MONAI Label layout).
 
     python -m common.export bundles/<name> <out_dir> [--zip] [--model-file FILE] [--dataset-dir DIR] [--overwrite]
+        [--override KEY=VALUE ...]
 
 ``<out_dir>`` becomes the bundle folder: ``LICENSE``, ``configs/``, ``docs/``, ``models/model.pt`` (when the
 bundle has trained weights or ``--model-file`` names some) and ``scripts/``, the runtime part of the package
@@ -11,6 +12,11 @@ bundle has trained weights or ``--model-file`` names some) and ``scripts/``, the
 copied. ``--zip`` also writes ``<name>_v<version>.zip`` next to ``<out_dir>``, holding the folder as ``<name>/``.
 The export refuses weights that do not load with ``torch.load(weights_only=True)`` and metadata whose version
 pins cannot be installed on the model zoo's Python (3.10).
+
+``--override KEY=VALUE`` (repeatable, VALUE in JSON or a plain string) sets a top-level id in every exported config
+that has it (not the demo overlay), e.g. the sizes a demo-trained model was trained with. The options MONAI Label may
+set (``TRAIN_OPTIONS``, ``INFER_OPTIONS``) become ``displayable_configs`` of train.json and inference.json: MONAI
+Label 0.8.5 shows them in its train and infer panels and passes the request's values back as that dict.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ __all__ = [
     "package_parts",
     "export_bundle",
     "zip_bundle",
+    "with_displayable_configs",
+    "parse_overrides",
     "main",
 ]
 
@@ -61,7 +69,17 @@ SHARED_FILES = {"LICENSE": REPOSITORY / "LICENSE", "configs/logging.conf": REPOS
 BUNDLE_FILES = ("LICENSE", "large_files.yml", "large_files.yaml")
 BUNDLE_DIRS = ("configs", "docs")
 # run outputs and caches: never part of a shared bundle
-EXCLUDED_DIRS = {"eval", "runs", "logs", "mlruns", "tensorboard", "__pycache__", ".cache", ".pytest_cache"}
+EXCLUDED_DIRS = {
+    "eval",
+    "checkpoints",
+    "runs",
+    "logs",
+    "mlruns",
+    "tensorboard",
+    "__pycache__",
+    ".cache",
+    ".pytest_cache",
+}
 EXCLUDED_FILES = (
     "*.pyc",
     "*.log",
@@ -113,6 +131,21 @@ DISTRIBUTIONS = {
     "fire": "fire",
 }
 PINNED_ELSEWHERE = {"torch", "numpy", "monai"}  # pytorch_version, numpy_version, monai_version
+# Top-level ids exported as MONAI Label options, by how the option's value is read back. Sizes travel as text
+# ("112,112,80"): MONAI Label's clients offer a list-valued option as a choice of its elements.
+TRAIN_OPTIONS = {
+    "val_interval": "int",  # one MONAI Label "epoch" is val_interval iterations (the trainer's epoch_length)
+    "labeled_batch_size": "int",
+    "unlabeled_batch_size": "int",
+    "spatial_size": "size",  # 2D slice size
+    "patch_size": "size",  # 3D patch size
+    "num_labeled": "int",
+    "num_workers": "int",
+    "learning_rate": "float",
+}
+INFER_OPTIONS = {"spatial_size": "size", "patch_size": "size", "sw_stride": "size"}
+OPTIONS_BY_FILE = {"train.json": TRAIN_OPTIONS, "inference.json": INFER_OPTIONS}
+NOT_OVERRIDDEN = ("metadata.json", "demo.json")  # the demo overlay keeps its own sizes
 VERSION = re.compile(r"^\d+(\.\d+)*$")
 
 # ``common.x`` (not ``foo.common.x`` or ``my_common.x``), the path ``common/x``, ``import common`` and
@@ -187,6 +220,58 @@ def without_repository_logging(config: dict[str, Any]) -> dict[str, Any]:
     if isinstance(steps, list):
         config["initialize"] = [s for s in steps if not (isinstance(s, dict) and s.get("fname") == SHARED_LOGGING)]
     return config
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _option_reader(key: str, kind: str, value: Any) -> Any:
+    """The config entry that reads option ``key`` back from ``displayable_configs`` as the type ``value`` has."""
+    if kind == "size":
+        target = f"{PACKAGE_NAME}.data.recipes.size_option"
+        return {"_target_": target, "value": f"@displayable_configs#{key}", "dims": len(value)}
+    return f"${kind}(@displayable_configs#{key})"
+
+
+def with_displayable_configs(config: Mapping[str, Any], options: Mapping[str, str]) -> dict[str, Any]:
+    """``config`` with its literal top-level ``options`` moved to ``displayable_configs`` (sizes as text) and read
+    back from there, so MONAI Label's request values reach them. Expressions and references stay as they are."""
+    out, shown = dict(config), dict(config.get("displayable_configs") or {})
+    for key, kind in options.items():
+        value = out.get(key)
+        is_size = isinstance(value, list) and value and all(isinstance(v, int) for v in value)
+        if (kind == "size" and not is_size) or (kind != "size" and not _is_number(value)):
+            continue
+        shown[key] = ",".join(map(str, value)) if kind == "size" else value
+        out[key] = _option_reader(key, kind, value)
+    if shown:
+        out["displayable_configs"] = shown
+    return out
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as a dict; VALUE is read as JSON (``[96,96]``, ``4``, ``true``) or kept as text."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip() or "#" in key or "::" in key:
+            raise ExportError(f"--override {pair!r}: expected KEY=VALUE with a top-level id as KEY.")
+        try:
+            overrides[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = text
+    return overrides
+
+
+def _check_overrides_used(config_dir: Path, overrides: Mapping[str, Any]) -> None:
+    ids: set[str] = set()
+    for path in config_dir.glob("*.json"):
+        if path.name not in NOT_OVERRIDDEN:
+            ids.update(json.loads(path.read_text(encoding="utf-8")))
+    unknown = sorted(set(overrides) - ids)
+    if unknown:
+        raise ExportError(f"--override {unknown}: no exported config of {config_dir.parent} has such a top-level id.")
 
 
 def _dump_json(data: Any, path: Path) -> None:
@@ -298,12 +383,19 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _export_configs(source: Path, target: Path, dataset_dir: str | None) -> None:
+def _export_configs(
+    source: Path, target: Path, dataset_dir: str | None, overrides: Mapping[str, Any] | None = None
+) -> None:
     for relative in _files(source):
         src, dst = source / relative, target / relative
         dst.parent.mkdir(parents=True, exist_ok=True)
         if src.suffix == ".json":
-            _dump_json(rewrite_config(json.loads(src.read_text(encoding="utf-8")), dataset_dir=dataset_dir), dst)
+            config = rewrite_config(json.loads(src.read_text(encoding="utf-8")), dataset_dir=dataset_dir)
+            if src.name not in NOT_OVERRIDDEN:
+                config.update({k: v for k, v in (overrides or {}).items() if k in config})
+            if src.name in OPTIONS_BY_FILE:
+                config = with_displayable_configs(config, OPTIONS_BY_FILE[src.name])
+            _dump_json(config, dst)
         else:
             _copy_text_or_bytes(src, dst, rewrite=True)
 
@@ -365,6 +457,7 @@ def export_bundle(
     model_file: str | Path | None = None,
     dataset_dir: str | None = None,
     overwrite: bool = False,
+    overrides: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the self-contained export of ``bundle_dir`` to ``out_dir`` and return ``out_dir``.
 
@@ -375,6 +468,7 @@ def export_bundle(
         dataset_dir: default ``dataset_dir`` written into the exported configs (e.g. the folder MONAI Label's
             training takes the unlabeled stream from).
         overwrite: replace a non-empty ``out_dir``.
+        overrides: top-level id -> value, set in every exported config that has the id (not the demo overlay).
     """
     source = Path(bundle_dir).resolve()
     out = Path(out_dir).resolve()
@@ -384,6 +478,7 @@ def export_bundle(
             raise ExportError(f"{required} is missing: {source} is not a complete bundle.")
     if out == source or source in out.parents:
         raise ExportError(f"{out} lies inside the bundle {source}; export to another folder.")
+    _check_overrides_used(source / "configs", overrides or {})
     meta = read_metadata(meta_path)  # shared entries (bundles/shared/metadata.json) filled in
     problems = check_metadata(meta)
     if problems:
@@ -398,7 +493,7 @@ def export_bundle(
     for relative, shared in SHARED_FILES.items():  # kept once in the repository, shipped by every bundle
         (out / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shared, out / relative)
-    _export_configs(source / "configs", out / "configs", dataset_dir)
+    _export_configs(source / "configs", out / "configs", dataset_dir, overrides)
     if (source / "docs").is_dir():
         _export_docs(source / "docs", out / "docs", source.name)
     if not (out / "docs" / "data_license.txt").is_file():
@@ -430,6 +525,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-file", type=Path, help="weights to ship as models/model.pt (a state dict)")
     parser.add_argument("--dataset-dir", help="default dataset_dir of the exported configs")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty out_dir")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a top-level id in the exported configs (repeatable; VALUE as JSON), e.g. spatial_size=[128,128]",
+    )
     return parser
 
 
@@ -437,7 +539,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        out = export_bundle(args.bundle, args.out_dir, args.model_file, args.dataset_dir, args.overwrite)
+        overrides = parse_overrides(args.override)
+        out = export_bundle(args.bundle, args.out_dir, args.model_file, args.dataset_dir, args.overwrite, overrides)
         print(f"exported {args.bundle} to {out}")
         if args.zip:
             print(f"wrote {zip_bundle(out, name=Path(args.bundle).resolve().name)}")
