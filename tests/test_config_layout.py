@@ -55,9 +55,7 @@ def repeated_blocks(configs: dict[str, dict[str, dict]]) -> dict[str, set[str]]:
 
 
 def bundle_configs(name: str) -> dict[str, dict]:
-    """The configs a run merges (metadata.json stays plain JSON: the zoo, MONAI Label and tools read it as is)."""
-    paths = sorted((bundle_dir(name) / "configs").glob("*.json"))
-    return {path.name: json.loads(path.read_text()) for path in paths if path.name != "metadata.json"}
+    return {path.name: json.loads(path.read_text()) for path in sorted((bundle_dir(name) / "configs").glob("*.json"))}
 
 
 def test_no_block_is_repeated_in_three_bundles():
@@ -101,6 +99,12 @@ def test_byte_identical_files_exist_once():
 def test_bundle_configs_are_in_the_repository_json_style():
     off_style = [p for p in bundle_config_files() if p.read_text() != format_config(json.loads(p.read_text())) + "\n"]
     assert not off_style, "run python -m common.tools.json_style --write"
+
+
+def test_config_lines_fell_by_sixty_percent_from_the_per_bundle_layout():
+    """All bundle configs together (17,311 lines when every bundle carried its own copy of everything)."""
+    lines = sum(len(path.read_text().splitlines()) for path in bundle_config_files())
+    assert lines <= 0.4 * 17_311, lines
 
 
 def test_overlays_switch_nothing_by_list_position():

@@ -1,6 +1,7 @@
 """CoraNet (coranet.md): cost-sensitive and masked losses, inconsistency mask, method stages and snapshot refresh,
 networks and the official checkpoint layout."""
 
+import copy
 import math
 
 import nibabel as nib
@@ -484,3 +485,32 @@ def test_multihead_unet2d_count_shapes_and_script():
     out = net.forward_train(x)
     assert isinstance(out, CoraOutput) and all(o.shape == (2, 4, 32, 32) for o in out)
     assert torch.allclose(torch.jit.script(net)(x), out.main, atol=1e-5)
+
+
+def _teacher_outputs_of_two_steps(**kw):
+    """The teacher's main-head output in two self-training steps on the same batch, with different RNG states."""
+    trunk = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Dropout2d(0.5))
+    net = MultiHeadSegNet(trunk, trunk_out_channels=4, n_classes=2)
+    method = CoraNet(net, copy.deepcopy(net), num_classes=2, pretrain_iterations=0, iters_per_epoch=1, **kw)
+    outputs, forward_train = [], method.teacher.forward_train
+
+    def recording_forward_train(x):
+        out = forward_train(x)
+        outputs.append(out.main.detach().clone())
+        return out
+
+    method.teacher.forward_train = recording_forward_train
+    labeled, unlabeled = batches()
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        method.train()
+        method.compute_losses(labeled, unlabeled, 0)
+    return method, outputs
+
+
+def test_teacher_sees_no_dropout_noise_in_a_training_step():
+    method, (first, second) = _teacher_outputs_of_two_steps()
+    assert torch.equal(first, second)  # deterministic: the dropout layers were off
+    assert all(m.training for m in method.teacher.modules())  # and restored to train mode afterwards
+    _, (noisy_first, noisy_second) = _teacher_outputs_of_two_steps(teacher_dropout=True)
+    assert not torch.equal(noisy_first, noisy_second)  # the earlier behaviour (the switch) is noisy

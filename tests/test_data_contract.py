@@ -120,3 +120,29 @@ def test_foreground_zscore_hand_values_and_refusals():
     flat = MetaTensor(torch.tensor([[[0.0, 5.0], [5.0, 0.0]]]), meta={"filename_or_obj": "flat.nii.gz"})
     with pytest.raises(DatasetError, match=r"flat\.nii\.gz: .*constant"):
         ForegroundZScored("image")({"image": flat})
+
+
+def test_num_classes_that_differs_from_the_labels_is_refused_with_both_numbers(tiny_dataset):
+    from common.data import inference_datalist
+
+    with pytest.raises(DatasetError, match="num_classes is 4 but the dataset's 'labels' name 3 classes"):
+        semi_supervised_datalists(tiny_dataset, 1, num_classes=4)
+    with pytest.raises(DatasetError, match="num_classes is 2 but the dataset's 'labels' name 3 classes"):
+        inference_datalist(tiny_dataset, section="training", num_classes=2)
+    assert len(semi_supervised_datalists(tiny_dataset, 1, num_classes=3)["labeled"]) == 2
+    assert len(inference_datalist(tiny_dataset, section="training", num_classes=3)) == 4
+
+
+@pytest.mark.parametrize("configs, entry", [(("train",), "datalists"), (("inference",), "datalist")])
+def test_bundles_refuse_a_dataset_of_another_class_count_before_training_and_inference(tiny_dataset, configs, entry):
+    from monai.bundle import ConfigParser
+
+    from tests.bundle_utils import config_files
+
+    parser = ConfigParser()
+    parser.read_config(config_files("supervised_la", *configs))  # a 2-class bundle on a 3-class folder
+    parser.update({"dataset_dir": str(tiny_dataset), "datalist_file": None})
+    with pytest.raises(RuntimeError) as err:  # MONAI wraps the error of the component it instantiates
+        parser.get_parsed_content(entry)
+    assert isinstance(err.value.__cause__, DatasetError)
+    assert "num_classes is 2 but the dataset's 'labels' name 3 classes" in str(err.value.__cause__)

@@ -132,3 +132,19 @@ def test_engine_distributed_unlabeled_sampler_draws_a_new_permutation_on_every_p
     passes = [seen[i : i + 6] for i in range(0, 18, 6)]
     assert all(sorted(p) == list(range(6)) for p in passes)  # every pass covers the shard once
     assert len({tuple(p) for p in passes}) == 3  # and in a new order each time
+
+
+@pytest.mark.parametrize("reads", [False, True])
+def test_unlabeled_labels_reach_only_a_method_that_reads_them(reads):
+    seen = []
+
+    class KeyRecording(CountingMethod):
+        reads_unlabeled_labels = reads
+
+        def compute_losses(self, labeled, unlabeled, iteration):
+            seen.append(set(unlabeled))
+            return super().compute_losses(labeled, unlabeled, iteration)
+
+    with_labels = DataLoader([{"image": torch.ones(1, 2), "label": torch.ones(1, 2)} for _ in range(2)], batch_size=2)
+    make_trainer(KeyRecording(), with_labels, max_iterations=2).run()
+    assert seen == [{"image", "label"} if reads else {"image"}] * 2  # a paper-protocol leak is opt-in per method

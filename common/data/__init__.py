@@ -6,6 +6,7 @@ documented names; nothing here imports them.
 
 from .contract import (
     DatasetError,
+    check_num_classes,
     dataset_labels,
     inference_datalist,
     load_dataset_json,
@@ -14,10 +15,13 @@ from .contract import (
     split_labeled,
 )
 from .datasets import VolumeSliceDataset, training_dataset
-from .transforms import CheckDatad, ForegroundZScored
+from .transforms import CheckDatad, ForegroundZScored, LabelBoxCropd, label_box
 
 __all__ = [
     "DatasetError",
+    "LabelBoxCropd",
+    "label_box",
+    "check_num_classes",
     "dataset_labels",
     "inference_datalist",
     "load_dataset_json",

@@ -17,6 +17,7 @@ from typing import Any
 
 __all__ = [
     "DatasetError",
+    "check_num_classes",
     "load_dataset_json",
     "resolve_items",
     "split_labeled",
@@ -59,6 +60,23 @@ def load_dataset_json(dataset_dir: str | Path) -> dict[str, Any]:
         if not isinstance(value, list):
             raise DatasetError(f"{path}: '{section}' must be a list, found {type(value).__name__}.")
     return meta
+
+
+def check_num_classes(meta: Mapping[str, Any], num_classes: int | None, path: str | Path) -> None:
+    """Refuse a bundle whose ``num_classes`` differs from the number of ``labels`` of the dataset at ``path``.
+
+    A 4-class bundle would otherwise train on a 3-class folder without a word, and a model of the wrong width
+    fail only later, when a checkpoint is loaded (``size mismatch for ...out_conv...``). ``None`` skips the check.
+    """
+    if num_classes is None:
+        return
+    labels = meta.get("labels") or {}
+    if int(num_classes) != len(labels):
+        raise DatasetError(
+            f"{path}: the bundle's num_classes is {num_classes} but the dataset's 'labels' name {len(labels)} "
+            f"classes ({', '.join(f'{k}: {v}' for k, v in labels.items())}); set --num_classes {len(labels)} or "
+            "use a dataset folder with the bundle's classes."
+        )
 
 
 def dataset_labels(dataset_dir: str | Path) -> dict[str, str]:
@@ -128,7 +146,14 @@ def split_labeled(
 
 
 def semi_supervised_datalists(
-    dataset_dir: str | Path, num_labeled: int | None, use_extra_unlabeled: bool = True, require_unlabeled: bool = False
+    dataset_dir: str | Path,
+    num_labeled: int | None,
+    use_extra_unlabeled: bool = True,
+    require_unlabeled: bool = False,
+    num_classes: int | None = None,
+    validation_from: str = "validation",
+    test_from: str = "test",
+    keep_unlabeled_labels: bool = False,
 ) -> dict[str, list[dict[str, Any]]]:
     """Lists ``labeled``, ``unlabeled``, ``validation`` and ``test`` of a dataset folder with absolute paths.
 
@@ -137,8 +162,15 @@ def semi_supervised_datalists(
         num_labeled: labeled patients/cases taken from the head of ``training`` (the papers' "first N").
         use_extra_unlabeled: append the images of the optional ``unlabeled`` section to the unlabeled stream.
         require_unlabeled: refuse a split that leaves the unlabeled stream empty (semi-supervised bundles).
+        num_classes: the bundle's class count, refused when it differs from the folder's ``labels`` (None: no check).
+        validation_from, test_from: the cases the ``validation`` (checkpoint selection) and ``test`` lists hold: a
+            section name, or ``"training:N"`` for the first N training cases. Anything but the defaults is a paper-
+            protocol reproduction that leaks (configs/paper_protocol.json of the bundles that need one).
+        keep_unlabeled_labels: keep the labels of the unlabeled stream (DyCON's official FeCL reads them: a leak,
+            paper-protocol reproduction only).
     """
     meta = load_dataset_json(dataset_dir)
+    check_num_classes(meta, num_classes, Path(dataset_dir) / "dataset.json")
     training = resolve_items(dataset_dir, meta["training"], "training", require_label=True)
     labeled, unlabeled = split_labeled(training, num_labeled)
     if use_extra_unlabeled:
@@ -150,12 +182,31 @@ def semi_supervised_datalists(
             "semi-supervised method; lower num_labeled, add an 'unlabeled' section, train the supervised bundle, or "
             "set allow_supervised_only true to train the method's supervised part only."
         )
+    if keep_unlabeled_labels:
+        labels = {item["image"]: item["label"] for item in training}
+        unlabeled = [
+            {**item, **({"label": labels[item["image"]]} if item["image"] in labels else {})} for item in unlabeled
+        ]
+    sections = {
+        section: resolve_items(dataset_dir, meta.get(section, []), section, require_label=True)
+        for section in ("validation", "test")
+    }
     return {
         "labeled": labeled,
         "unlabeled": unlabeled,
-        "validation": resolve_items(dataset_dir, meta.get("validation", []), "validation", require_label=True),
-        "test": resolve_items(dataset_dir, meta.get("test", []), "test", require_label=True),
+        "validation": _cases_from(validation_from, sections, training),
+        "test": _cases_from(test_from, sections, training),
     }
+
+
+def _cases_from(source: str, sections: Mapping[str, list], training: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The list named by ``source``: ``validation``, ``test`` or ``training:N`` (the first N training cases)."""
+    if source in sections:
+        return sections[source]
+    name, _, count = source.partition(":")
+    if name != "training" or not count.isdigit():
+        raise DatasetError(f"unknown evaluation list {source!r}: use validation, test or training:N")
+    return [dict(item) for item in training[: int(count)]]
 
 
 def _nifti_files(folder: Path) -> list[Path]:
@@ -163,23 +214,27 @@ def _nifti_files(folder: Path) -> list[Path]:
 
 
 def inference_datalist(
-    dataset_dir: str | Path, datalist: str | Path | None = None, section: str = "test"
+    dataset_dir: str | Path, datalist: str | Path | None = None, section: str = "test", num_classes: int | None = None
 ) -> list[dict[str, str]]:
     """Images to segment, as ``[{"image": path}]``; labels are never read.
 
     ``datalist`` may be a ``dataset.json``-style file (its ``section`` list), a folder of NIfTI files or a glob
     pattern; without it, ``dataset_dir`` is used: its ``dataset.json`` ``section`` when there is one, else every
-    NIfTI file below it.
+    NIfTI file below it. ``num_classes`` is checked against the ``labels`` of a dataset.json it reads (a folder or
+    glob of plain NIfTI files has none to check against).
     """
     source = Path(datalist) if datalist else Path(dataset_dir)
     if datalist and glob.has_magic(str(datalist)):
         files = sorted(Path(p) for p in glob.glob(str(datalist), recursive=True))
     elif source.is_file():
         meta = json.loads(source.read_text())
+        if "labels" in meta:
+            check_num_classes(meta, num_classes, source)
         items = resolve_items(source.parent, meta.get(section, []), section, require_label=False)
         files = [Path(item["image"]) for item in items]
     elif (source / "dataset.json").is_file():
         meta = load_dataset_json(source)
+        check_num_classes(meta, num_classes, source / "dataset.json")
         items = resolve_items(source, meta.get(section, []), section, require_label=False)
         files = [Path(item["image"]) for item in items]
     elif source.is_dir():

@@ -11,7 +11,7 @@ from monai.transforms import MapTransform
 
 from .contract import DatasetError
 
-__all__ = ["CheckDatad", "ForegroundZScored"]
+__all__ = ["CheckDatad", "ForegroundZScored", "LabelBoxCropd", "label_box"]
 
 AFFINE_TOLERANCE = 1e-3  # mm; header round-off between an image and its label is not a mismatch
 
@@ -121,4 +121,63 @@ class ForegroundZScored(MapTransform):
             if not bool(std > 0):
                 raise DatasetError(f"{_source(d, key)}: the voxels above {self.threshold} are constant (std 0).")
             d[key] = (image - foreground.mean()) / std
+        return d
+
+
+def label_box(label: np.ndarray, margin: int = 25, min_size: int = 96) -> list[tuple[int, int]]:
+    """Per spatial axis ``(start, stop)`` of CoraNet's ground-truth ROI (koncle/CoraNet preprocessing): the box of
+    ``label > 0`` with its stop one voxel past the tight box (as the official ``get_bbox_3d``), widened by ``margin``
+    voxels per side within the volume, and an axis shorter than ``min_size`` grown symmetrically to ``min_size``,
+    shifted to stay inside the volume (a volume axis shorter than ``min_size`` keeps its size)."""
+    where = np.argwhere(np.asarray(label) > 0)
+    if where.size == 0:
+        raise ValueError("the label is empty: a ground-truth box crop needs a foreground")
+    box = []
+    for axis, size in enumerate(np.asarray(label).shape):
+        start = max(int(where[:, axis].min()) - margin, 0)
+        stop = min(int(where[:, axis].max()) + 2 + margin, size)
+        if stop - start < min_size:
+            start = max(start - (min_size - (stop - start)) // 2, 0)
+            stop = min(start + min_size, size)
+            start = max(stop - min_size, 0)
+        box.append((start, stop))
+    return box
+
+
+class LabelBoxCropd(MapTransform):
+    """Crop ``keys`` to the ground-truth box + ``margin`` voxels (at least ``min_size`` per axis, zero-padded at the
+    high end where the volume is shorter): the region CoraNet's official code trains and evaluates on.
+
+    It reads the label, so at evaluation it scores on a ground-truth-centred crop: a reproduction of the paper's
+    protocol, not a clean evaluation (``eval_crop_to_label_box`` of the CoraNet Pancreas bundle, off by default).
+    Channel-first arrays ``(C, *S)``; metadata is not tracked (the evaluation scores on the cropped grid).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = ("image", "label"),
+        source_key: str = "label",
+        margin: int = 25,
+        min_size: int = 96,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.source_key, self.margin, self.min_size = source_key, int(margin), int(min_size)
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        try:
+            box = label_box(np.asarray(d[self.source_key])[0], self.margin, self.min_size)
+        except ValueError as err:
+            raise DatasetError(f"{_source(d, self.source_key)}: {err}") from err
+        crop = (slice(None), *(slice(start, stop) for start, stop in box))
+        pad = [(0, 0), *((0, max(self.min_size - (stop - start), 0)) for start, stop in box)]
+        for key in self.key_iterator(d):
+            value = d[key]
+            cropped = value[crop]
+            if any(after for _, after in pad):
+                tensor = torch.as_tensor(cropped)
+                widths = [w for _, after in reversed(pad[1:]) for w in (0, after)]
+                cropped = torch.nn.functional.pad(tensor, widths)
+            d[key] = cropped
         return d

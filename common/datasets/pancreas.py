@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .folder import dataset_metadata, volume_item
+from ..data.transforms import label_box
+from .folder import dataset_metadata, spacing_affine, volume_item
 from .phantom_parts import (
     Flavour,
     PhantomVolume,
@@ -32,11 +33,13 @@ from .preparer import (
     Conversion,
     Found,
     Preparer,
+    Volumes,
     check_source,
     first_file,
     nifti_names,
     prepare_folder,
     read_h5,
+    read_nifti_pair,
     read_split,
 )
 
@@ -130,7 +133,64 @@ def pancreas_metadata(description: str, preprocessing: str, split: str) -> dict[
 
 
 class DicomSourceError(ValueError):
-    """Raised when listed Pancreas-CT cases exist only as DICOM series (conversion is out of scope)."""
+    """Raised when listed Pancreas-CT cases exist only as DICOM series and the recipe keeps raw NIfTI."""
+
+
+class PancreasRecipeError(ValueError):
+    """Raised when processed h5 files were prepared by another recipe than the one asked for."""
+
+
+# --------------------------------------------------------------------------------------------
+# The CoraNet recipe (koncle/CoraNet preprocess/pancreas_preprocess.py), in NumPy/SciPy
+# --------------------------------------------------------------------------------------------
+
+CORANET_WINDOW = (-125.0, 275.0)
+CORANET_MARGIN = 25
+CORANET_MIN_SIZE = 96
+
+
+def coranet_resample(volume: np.ndarray, in_plane_spacing: float, order: int) -> np.ndarray:
+    """Resample to 1 mm taking ``in_plane_spacing`` for ALL three axes, as the official code (the slice spacing is
+    discarded, so z is not 1 mm). Grid of dipy's ``reslice``: shape ``round(shape * spacing)``, output voxel ``i``
+    samples input coordinate ``i / spacing``, zero outside; ``order`` 1 (image) or 0 (label)."""
+    from scipy.ndimage import affine_transform
+
+    scale = float(in_plane_spacing)
+    shape = tuple(int(n) for n in np.round(np.asarray(volume.shape) * scale))
+    matrix = np.full(3, 1.0 / scale)
+    return affine_transform(volume.astype(np.float32), matrix, output_shape=shape, order=order, mode="constant")
+
+
+def coranet_window(image: np.ndarray) -> np.ndarray:
+    """Clip to [-125, 275] HU, then min-max normalise the clipped volume to [0, 1] (no z-score)."""
+    clipped = np.clip(image, *CORANET_WINDOW)
+    low, high = float(clipped.min()), float(clipped.max())
+    return ((clipped - low) / max(high - low, 1e-12)).astype(np.float32)
+
+
+def coranet_crop_box(label: np.ndarray, shape: Sequence[int]) -> list[tuple[int, int]]:
+    """Per axis ``(start, stop)`` of the CoraNet ROI (:func:`common.data.label_box`: the label box + 25 voxels, at
+    least 96 per axis, inside the volume); ``shape`` must be the label's."""
+    if tuple(label.shape) != tuple(shape):
+        raise ValueError(f"label shape {label.shape} differs from the volume's {tuple(shape)}")
+    return label_box(label, CORANET_MARGIN, CORANET_MIN_SIZE)
+
+
+def coranet_volumes(image_hu: np.ndarray, label: np.ndarray, in_plane_spacing: float) -> tuple[np.ndarray, np.ndarray]:
+    """The official CoraNet volumes of one case (x, y, z): resample (:func:`coranet_resample`), window
+    (:func:`coranet_window`), crop to the ground-truth box + 25 voxels, at least 96 per axis (zero-padded at the
+    high end where the volume itself is shorter). Applied to training and test cases alike, as the official code."""
+    image = coranet_window(coranet_resample(image_hu, in_plane_spacing, order=1))
+    label = coranet_resample(label, in_plane_spacing, order=0).round().astype(np.uint8)
+    box = coranet_crop_box(label, image.shape)
+    crop = tuple(slice(start, stop) for start, stop in box)
+    pad = [(0, max(CORANET_MIN_SIZE - (stop - start), 0)) for start, stop in box]
+    return np.pad(image[crop], pad), np.pad(label[crop], pad)
+
+
+def _h5_recipe_from_values(image: np.ndarray) -> str | None:
+    """What the intensities say: CoraNet's min-max volumes lie in [0, 1]; negative values mean a z-score (MC-Net)."""
+    return "z-scored (mcnet-pancreas or dycon-mcf-pancreas-h5)" if float(image.min()) < -1e-6 else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,6 +218,14 @@ def _locate_h5(source: Path, case_id: str) -> tuple[Path, str] | None:
     return None
 
 
+H5_RECIPES = {"any": "any", "coranet": "coranet-pancreas"}
+
+
+def _locate_checked_h5(source: Path, case_id: str, wanted: str) -> tuple[Path, str] | None:
+    found_file = _locate_h5(source, case_id)
+    return None if found_file is None else _check_h5_recipe(found_file, wanted)
+
+
 def _h5_metadata(source: Path, split: str, found: Found) -> dict[str, Any]:
     """The keys of a folder written from h5 files, named after the one recipe their naming implies."""
     recipes = sorted({recipe for cases in found.values() for _, (_, recipe) in cases})
@@ -174,8 +242,37 @@ def _h5_metadata(source: Path, split: str, found: Found) -> dict[str, Any]:
     )
 
 
+def _check_h5_recipe(found_file: tuple[Path, str], wanted: str) -> tuple[Path, str]:
+    """Refuse a case file whose naming shows another recipe than ``wanted``, naming the recipe detected."""
+    path, recipe = found_file
+    if wanted != "any" and recipe != wanted:
+        raise PancreasRecipeError(
+            f"{path}: prepared by the {recipe} recipe (its file naming), not {wanted}; the CoraNet volumes are "
+            "min-max windowed and cropped in 3D around the pancreas, not z-scored with full z. Prepare them with "
+            "`prepare pancreas --recipe coranet` from the NIH download, or pass --recipe any to accept these files."
+        )
+    return found_file
+
+
+def _read_checked_h5(found_file: tuple[Path, str], wanted: str) -> Volumes:
+    """Read a case's h5 file, refusing intensities that contradict the recipe asked for."""
+    path, recipe = _check_h5_recipe(found_file, wanted)
+    volumes = read_h5(path, PANCREAS_SPACING)
+    detected = _h5_recipe_from_values(volumes.image) if wanted == "coranet-pancreas" else None
+    if detected is not None:
+        raise PancreasRecipeError(
+            f"{path}: named like {recipe} files but its intensities are {detected} (minimum "
+            f"{float(volumes.image.min()):.3g}), not CoraNet's [0, 1] min-max window; use --recipe any to accept it."
+        )
+    return volumes
+
+
 def prepare_pancreas_h5(
-    source: str | os.PathLike, out: str | os.PathLike, allow_missing: bool = False, split: str = "mcnet"
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    allow_missing: bool = False,
+    split: str = "mcnet",
+    recipe: str | None = None,
 ) -> Path:
     """Convert processed Pancreas-CT h5 volumes (``image``, ``label``, stored x, y, z) into a dataset folder.
 
@@ -187,12 +284,20 @@ def prepare_pancreas_h5(
     (DyCON/MCF) or ``NNNN.h5`` (CoraNet); the recipe recorded in ``preprocessing`` follows the naming found,
     and mixing two groups' files is an error. The volumes are written as they are (windowed, cropped,
     normalised), spacing 1 mm, no validation split.
+
+    ``recipe``: ``coranet`` (the default with ``split="coranet"``) accepts only CoraNet files (``NNNN.h5``, values
+    in [0, 1]) and refuses others (e.g. MC-Net ``imageNNNN_norm.h5``: z-scored, full z) naming the recipe it
+    detected; ``any`` (the default for the other families) accepts whichever group's files it finds.
     """
     source = check_source(source)
+    recipe = recipe or ("coranet" if split == "coranet" else "any")
+    if recipe not in H5_RECIPES:
+        raise ValueError(f"unknown Pancreas h5 recipe {recipe!r}; choose one of {', '.join(H5_RECIPES)}")
+    wanted = H5_RECIPES[recipe]
     conversion = Conversion(
         splits=_case_ids(split),
-        locate=_locate_h5,
-        read=lambda file_and_recipe: read_h5(file_and_recipe[0], PANCREAS_SPACING),
+        locate=lambda root, case: _locate_checked_h5(root, case, wanted),
+        read=lambda file_and_recipe: _read_checked_h5(file_and_recipe, wanted),
         item=_case_item,
         metadata=lambda found: _h5_metadata(source, split, found),
     )
@@ -236,8 +341,70 @@ def _refuse_dicom_only_cases(source: Path, splits: dict[str, list[str]]) -> None
         )
 
 
+def _dicom_series_folder(case_folder: Path) -> Path | None:
+    """The folder holding the DICOM slices of a TCIA case (``PANCREAS_NNNN/<study>/<series>/*.dcm``)."""
+    for folder in sorted([case_folder, *(p for p in case_folder.rglob("*") if p.is_dir())]):
+        if any(f.is_file() and f.suffix.lower() == ".dcm" for f in folder.iterdir()):
+            return folder
+    return None
+
+
+def _locate_official(scanned: tuple[Path, dict[int, Path], dict[int, Path]], case_id: str) -> Any:
+    """A case as NIfTI pair (``_locate_nifti``) or as the official NIH download: the DICOM series of
+    ``Pancreas-CT/PANCREAS_NNNN/`` and ``labelNNNN.nii.gz`` anywhere below the source (the TCIA label folder)."""
+    source, dicom, labels = scanned
+    pair = _locate_nifti(source, case_id)
+    if pair is not None:
+        return pair
+    n = pancreas_case_number(case_id)
+    series = _dicom_series_folder(dicom[n]) if n in dicom else None
+    return (series, labels[n]) if series is not None and n in labels else None
+
+
+def _scan_official(source: Path) -> tuple[Path, dict[int, Path], dict[int, Path]]:
+    """The source, its TCIA DICOM case folders and its ``labelNNNN.nii.gz`` files, indexed by case number."""
+    labels: dict[int, Path] = {}
+    for path in sorted(source.rglob("label*.nii*")):
+        match = re.fullmatch(r"label(\d{4})\.nii(\.gz)?", path.name)
+        if match:
+            labels.setdefault(int(match.group(1)), path)
+    return source, _dicom_case_folders(source), labels
+
+
+def _read_hu_case(files: tuple[Path, Path]) -> tuple[np.ndarray, np.ndarray, float]:
+    """(image in HU (x, y, z), label (x, y, z), in-plane spacing) of a DICOM series folder or NIfTI image + label."""
+    image_path, label_path = files
+    label = read_nifti_pair((label_path, label_path)).label
+    if image_path.is_dir():
+        import itk
+
+        series = itk.imread(str(image_path))
+        image = np.asarray(itk.array_from_image(series), dtype=np.float32).transpose(2, 1, 0)  # (z, y, x) -> x, y, z
+        in_plane = float(series.GetSpacing()[1])
+    else:
+        volumes = read_nifti_pair((image_path, label_path))
+        image, in_plane = volumes.image, float(np.linalg.norm(volumes.image_affine[:3, 1]))
+    if image.shape != label.shape:
+        raise ValueError(f"{label_path}: label shape {label.shape} differs from {image_path}'s {image.shape}")
+    return image, label, in_plane
+
+
+def _read_coranet_case(files: tuple[Path, Path]) -> Volumes:
+    image, label, in_plane = _read_hu_case(files)
+    try:
+        image, label = coranet_volumes(image, label, in_plane)
+    except ValueError as err:
+        raise ValueError(f"{files[1]}: {err}") from err
+    affine = spacing_affine(PANCREAS_SPACING)
+    return Volumes(image, label, affine, affine, name=str(files[1]))
+
+
 def prepare_pancreas(
-    source: str | os.PathLike, out: str | os.PathLike, allow_missing: bool = False, split: str = "mcnet"
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    allow_missing: bool = False,
+    split: str = "mcnet",
+    recipe: str = "raw",
 ) -> Path:
     """Convert NIH Pancreas-CT NIfTI pairs into a dataset folder ordered by the chosen list family.
 
@@ -249,9 +416,18 @@ def prepare_pancreas(
     The TCIA images are DICOM series: converting them is out of scope here (convert each series to
     ``images/PANCREAS_NNNN.nii.gz`` first, e.g. with dcm2niix or SimpleITK); listed cases found only as
     DICOM folders raise :class:`DicomSourceError` saying so.
+
+    ``recipe="coranet"`` writes the CoraNet volumes instead (:func:`coranet_volumes`: in-plane spacing on all axes,
+    window [-125, 275] then min-max, ground-truth box + 25 voxels, at least 96), from NIfTI pairs as above or from
+    the official NIH download itself: the DICOM series ``Pancreas-CT/PANCREAS_NNNN/<study>/<series>/*.dcm`` (read
+    with ITK) and ``TCIA_pancreas_labels-*/labelNNNN.nii.gz``; ``preprocessing`` "coranet-pancreas", spacing 1 mm.
     """
+    if recipe not in ("raw", "coranet"):
+        raise ValueError(f"unknown Pancreas recipe {recipe!r}; choose raw or coranet")
     source = check_source(source)
     splits = _case_ids(split)
+    if recipe == "coranet":
+        return prepare_folder(source, out, allow_missing, _coranet_conversion(splits, split))
     _refuse_dicom_only_cases(source, splits)
     conversion = Conversion(
         splits=splits,
@@ -268,6 +444,24 @@ def prepare_pancreas(
     return prepare_folder(source, out, allow_missing, conversion)
 
 
+def _coranet_conversion(splits: dict[str, list[str]], split: str) -> Conversion:
+    return Conversion(
+        splits=splits,
+        scan=_scan_official,
+        locate=_locate_official,
+        read=_read_coranet_case,
+        item=_case_item,
+        metadata=pancreas_metadata(
+            "NIH Pancreas-CT prepared by the CoraNet recipe (koncle/CoraNet preprocess/pancreas_preprocess.py): "
+            "resampled with the in-plane spacing on all three axes (z is not 1 mm), window [-125, 275] HU then "
+            "min-max to [0, 1], cropped to the ground-truth box + 25 voxels (at least 96 per axis) on training and "
+            "test cases, stored (x, y, z), spacing 1 mm. No validation split in the reference line.",
+            "coranet-pancreas",
+            split,
+        ),
+    )
+
+
 _SPLIT_OPTION = {
     "split": {
         "choices": sorted(PANCREAS_SPLITS),
@@ -275,18 +469,33 @@ _SPLIT_OPTION = {
         "help": "list family: mcnet (default), dycon_mcf (fold 0) or coranet (80 scans)",
     }
 }
+_H5_RECIPE_OPTION = {
+    "recipe": {
+        "choices": sorted(H5_RECIPES),
+        "default": None,
+        "help": "coranet: accept only CoraNet NNNN.h5 files (default with --split coranet); any: whichever group's",
+    }
+}
+_RAW_RECIPE_OPTION = {
+    "recipe": {
+        "choices": ["coranet", "raw"],
+        "default": "raw",
+        "help": "raw: NIfTI in HU, geometry kept (default); coranet: the CoraNet volumes, also from the DICOM download",
+    }
+}
 PREPARERS = (
     Preparer(
         "pancreas_h5",
         "processed Pancreas-CT h5 (MC-Net Pancreas_h5/imageNNNN_norm.h5; also DyCON PANCREAS_NNNN.h5, CoraNet NNNN.h5)",
         prepare_pancreas_h5,
-        _SPLIT_OPTION,
+        {**_SPLIT_OPTION, **_H5_RECIPE_OPTION},
     ),
     Preparer(
         "pancreas",
-        "NIH Pancreas-CT as NIfTI (images/PANCREAS_NNNN.nii.gz or imageNNNN.nii.gz, labels/labelNNNN.nii.gz)",
+        "NIH Pancreas-CT: NIfTI (images/PANCREAS_NNNN.nii.gz, labels/labelNNNN.nii.gz) or, with --recipe coranet, the "
+        "official download (Pancreas-CT/PANCREAS_NNNN DICOM series, TCIA_pancreas_labels-*/labelNNNN.nii.gz)",
         prepare_pancreas,
-        _SPLIT_OPTION,
+        {**_SPLIT_OPTION, **_RAW_RECIPE_OPTION},
     ),
 )
 

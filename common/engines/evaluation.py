@@ -61,6 +61,9 @@ class SegmentationReport:
         num_classes: number of classes including background.
         class_names: optional index -> name mapping for the report.
         paper_spacing: spacing for the paper family (``None``: voxel units, as every paper here).
+        empty_gt: paper-family rule for a class absent from a case's ground truth: ``"skip"`` (NaN, left out of the
+            means) or ``"zero"`` (scored (0, 0, 0, 0) and averaged, DyCON's rule); the recipe's ``evaluate`` section
+            chooses it.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class SegmentationReport:
         paper_spacing: Sequence[float] | None = None,
         pred_key: str = "pred",
         label_key: str = "label",
+        empty_gt: str = "skip",
     ) -> None:
         self.output_dir = Path(output_dir)
         self.num_classes = num_classes
@@ -78,6 +82,7 @@ class SegmentationReport:
         self.paper_spacing = paper_spacing
         self.pred_key = pred_key
         self.label_key = label_key
+        self.empty_gt = empty_gt
         self.rows: list[dict[str, Any]] = []
 
     def attach(self, engine: Engine) -> None:
@@ -93,7 +98,7 @@ class SegmentationReport:
 
     def add_case(self, case: str, pred: np.ndarray, label: np.ndarray, spacing: Sequence[float] | None) -> None:
         class_ids = list(range(1, self.num_classes))
-        paper = multiclass_case_metrics(pred, label, class_ids, spacing=self.paper_spacing)
+        paper = multiclass_case_metrics(pred, label, class_ids, spacing=self.paper_spacing, empty_gt=self.empty_gt)
         native = native_case_metrics(pred, label, self.num_classes, spacing)
         for p_row, n_row in zip(paper, native, strict=True):
             class_id = p_row["class_id"]

@@ -220,7 +220,9 @@ class SemiSupervisedTrainer(Trainer):
             raise ValueError("Must provide batch data for current iteration.")
         labeled = self._to_device(batchdata, (self.image_key, self.label_key))
         unlabeled_batch = self._next_unlabeled()
-        unlabeled = None if unlabeled_batch is None else self._to_device(unlabeled_batch, (self.image_key,))
+        # the unlabeled labels reach only a method that asks for them (DyCON's official FeCL: a paper-protocol leak)
+        unlabeled_keys = (self.image_key, self.label_key) if self.method.reads_unlabeled_labels else (self.image_key,)
+        unlabeled = None if unlabeled_batch is None else self._to_device(unlabeled_batch, unlabeled_keys)
         iteration = engine.state.iteration - 1
 
         self.method.train()

@@ -31,9 +31,12 @@ class SemiSupervisedMethod:
             ``train()`` puts all of them in train mode, which is what the reference loops do (teachers included).
         requires_unlabeled: whether the method has an unsupervised term. When it does and the unlabeled stream
             is empty, the engine refuses to train (a semi-supervised bundle must not silently run supervised).
+        reads_unlabeled_labels: the engine hands the unlabeled batch's ``label`` to ``compute_losses`` (False: only
+            the image). Only a paper-protocol reproduction of an official label leak sets it (DyCON FeCL).
     """
 
     requires_unlabeled: bool = True
+    reads_unlabeled_labels: bool = False
 
     def __init__(self, modules: Mapping[str, nn.Module]) -> None:
         self.modules = dict(modules)

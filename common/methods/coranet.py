@@ -7,9 +7,10 @@ are listed in ``bundles/coranet_pancreas/docs/README.md`` ("Code vs paper").
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -49,6 +50,26 @@ def _heads(network: nn.Module, image: Tensor) -> Any:
     return out
 
 
+_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+@contextlib.contextmanager
+def _dropout_off(network: nn.Module) -> Iterator[None]:
+    """Dropout layers of ``network`` in eval mode inside the block (everything else keeps its mode), then restored.
+
+    The official teacher (koncle/CoraNet ``train_ST_3D_VNet.py``) runs in train mode, but its 3D V-Net has no dropout,
+    so it sees no noise; the project's 2D trunk has dropout 0.05-0.5, which train mode would turn into teacher noise.
+    """
+    layers = [m for m in network.modules() if isinstance(m, _DROPOUT) and m.training]
+    for layer in layers:
+        layer.eval()
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.train()
+
+
 class CoraNet(SemiSupervisedMethod):
     """CoraNet on the shared engine: supervised pretraining, then self-training with an EMA teacher.
 
@@ -64,7 +85,7 @@ class CoraNet(SemiSupervisedMethod):
     2. the frozen snapshot (below, eval mode, no gradient) on the same unlabeled batch ->
        ``plab = hard_pred(main)``, ``certain = [hard_pred(cons) == hard_pred(rad)]`` (official ``pred_unlabel``);
     3. ``L_certain`` = C-SN loss on ``certain`` with ``plab`` (``certain_aux_weights``, default "swapped" = code);
-    4. the EMA teacher (train mode, no noise, no gradient) on the same unlabeled batch;
+    4. the EMA teacher (train mode with its dropout layers off, no noise, no gradient) on the same unlabeled batch;
        ``L_uncertain = mean_h lambda(t) * masked_softmax_mse(student_h, teacher_h, ~certain)`` over the three heads,
        ``lambda(t) = consistency * sigmoid_rampup(t // iters_per_epoch, consistency_rampup)``;
     5. ``loss = L_sup + unsup_weight * (L_certain + L_uncertain)``; one optimiser step; then (hook
@@ -120,6 +141,8 @@ class CoraNet(SemiSupervisedMethod):
             otherwise).
         snapshot_eval: run the snapshot in eval mode (True: BatchNorm networks then predict with their running
             statistics; the official instance-norm V-Net computes the same in both modes).
+        teacher_dropout: run the teacher's dropout layers (False, default: the teacher sees no noise, as the
+            official teacher, whose V-Net has no dropout; True: the project's earlier behaviour, train-mode dropout).
         keep_masks: keep the last stage-2 batch's ``uncertain`` mask (``last_uncertain``, bool ``(N, *S)`` on the
             CPU) and pseudo-labels (``last_pseudo_labels``) (``save_uncertainty_masks``).
     """
@@ -142,6 +165,7 @@ class CoraNet(SemiSupervisedMethod):
         snapshot: nn.Module | None = None,
         snapshot_eval: bool = True,
         keep_masks: bool = False,
+        teacher_dropout: bool = False,
     ) -> None:
         super().__init__({"network": network, "teacher": teacher})
         if pretrain_iterations < 0 or refresh_every < 1 or iters_per_epoch < 1:
@@ -174,6 +198,7 @@ class CoraNet(SemiSupervisedMethod):
         self.threshold = float(threshold)
         self.snapshot_eval = bool(snapshot_eval)
         self.keep_masks = bool(keep_masks)
+        self.teacher_dropout = bool(teacher_dropout)
         self.last_uncertain: Tensor | None = None
         self.last_pseudo_labels: Tensor | None = None
 
@@ -273,7 +298,7 @@ class CoraNet(SemiSupervisedMethod):
         image_u = unlabeled["image"]
         out_u = _heads(self.network, image_u)
         plab, certain = self.pseudo_labels(image_u)
-        with torch.no_grad():
+        with torch.no_grad(), contextlib.nullcontext() if self.teacher_dropout else _dropout_off(self.teacher):
             out_t = _heads(self.teacher, image_u)
         uncertain = ~certain
         certain_terms = coranet_certain_loss(out_u, plab, certain, w_cons, w_rad, self.certain_aux_weights)

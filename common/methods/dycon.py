@@ -107,6 +107,11 @@ class DyCON(SemiSupervisedMethod):
         self.noise_std = noise_std
         self.noise_clip = noise_clip
 
+    @property
+    def reads_unlabeled_labels(self) -> bool:
+        """The official FeCL mode reads the unlabeled batch's labels (a leak, paper-protocol reproduction only)."""
+        return self.loss_config.fecl_label_source == "ground_truth"
+
     def epoch(self, iteration: int) -> int:
         """Official epoch index of 0-based ``iteration``: ``iteration // iters_per_epoch``."""
         return iteration // self.iters_per_epoch
@@ -127,10 +132,9 @@ class DyCON(SemiSupervisedMethod):
             return torch.zeros_like(like[:, 0], dtype=torch.long)
         if "label" not in unlabeled:
             raise ValueError(
-                "DyCON fecl_label_source='ground_truth' needs the labels of the unlabeled images, but this "
-                "project's data contract removes them before any transform and the engine passes only 'image' for "
-                "the unlabeled stream. This official-code mode (a label leak) cannot run with the "
-                "project's engine; use fecl_label_source='teacher'."
+                "DyCON fecl_label_source='ground_truth' needs the labels of the unlabeled images, but the unlabeled "
+                "batch has none: the data contract removes them unless the datalists keep them "
+                "(keep_unlabeled_labels, set by the bundle's configs/paper_protocol.json)."
             )
         return as_label_map(unlabeled["label"])
 

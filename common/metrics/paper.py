@@ -273,8 +273,11 @@ def alhvr_val_metric(gt: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
     return dice_coefficient(p, g), hd95_medpy(p, g)
 
 
+EMPTY_GT_REPORT_RULES = ("skip", "zero")
+
+
 def multiclass_case_metrics(
-    pred_labels: Any, gt_labels: Any, class_ids: Sequence[int], spacing: Spacing = None
+    pred_labels: Any, gt_labels: Any, class_ids: Sequence[int], spacing: Spacing = None, empty_gt: str = "skip"
 ) -> list[dict[str, Any]]:
     """Per-class paper metrics of one case from integer label maps (evaluation reports).
 
@@ -282,10 +285,13 @@ def multiclass_case_metrics(
 
     * class present in the ground truth: :func:`case_metrics` semantics, so an empty prediction scores
       ``(0, 0, 0, 0)`` with ``empty_pred=True`` (report the count next to the means);
-    * class absent from the ground truth: the four values are NaN and ``empty_gt=True``, whatever was predicted;
-      the case carries no information about that class, and NaN keeps it out of :func:`.native.summarise` means
-      instead of crashing like medpy would.
+    * class absent from the ground truth (``empty_gt=True``), by ``empty_gt``: ``"skip"`` (default) -> the four
+      values are NaN, whatever was predicted, which keeps the case out of :func:`.native.summarise` means instead of
+      crashing like medpy would; ``"zero"`` -> ``(0, 0, 0, 0)``, scored and averaged like any case (DyCON's test
+      scripts: empty ground truth -> HD95 = ASD = 0, Dice = Jaccard = 0).
     """
+    if empty_gt not in EMPTY_GT_REPORT_RULES:
+        raise ValueError(f"empty_gt must be one of {EMPTY_GT_REPORT_RULES}, got {empty_gt!r}.")
     pred_arr, gt_arr = np.asarray(_to_numpy(pred_labels)), np.asarray(_to_numpy(gt_labels))
     if pred_arr.shape != gt_arr.shape:
         raise ValueError(f"pred_labels and gt_labels must have the same shape, got {pred_arr.shape}, {gt_arr.shape}.")
@@ -294,7 +300,7 @@ def multiclass_case_metrics(
         p, g = pred_arr == class_id, gt_arr == class_id
         row: dict[str, Any] = {"class_id": int(class_id), "empty_pred": not p.any(), "empty_gt": not g.any()}
         if row["empty_gt"]:
-            values = (math.nan,) * 4
+            values = (0.0,) * 4 if empty_gt == "zero" else (math.nan,) * 4
         else:
             values = case_metrics(p, g, spacing=spacing)
         row.update(zip(("dice", "jaccard", "hd95", "asd"), values, strict=True))
