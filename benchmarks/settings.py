@@ -40,11 +40,14 @@ TYPICAL_SHAPE: dict[str, tuple[int, ...]] = {
     "pancreas": (144, 128, 112),
     "brats": (140, 170, 140),
     "isles": (112, 112, 72),
+    "abdomenct1k": (224, 224, 80),  # the phantom's 1.2 x 1.2 x 2.5 mm grid: about 180 x 180 x 130 at 1.5 mm
+    "york": (256, 256, 10),
 }
 
 # Training cases written per flavour (subjects; ACDC subjects are patients of two frames): enough for the demo's
 # ``num_labeled`` labeled cases plus an unlabeled stream that fills its batch.
-TRAINING_SUBJECTS = {"acdc": 4, "la": 4, "pancreas": 4, "brats": 4, "isles": 4}
+TRAINING_SUBJECTS = {"acdc": 4, "la": 4, "pancreas": 4, "brats": 4, "isles": 4, "abdomenct1k": 4, "york": 4}
+SLICE_FLAVOURS = {"acdc", "york"}  # datasets whose bundles run a 2D network over the slices
 
 # On the CPU, 3D inference uses the reference patch with half-patch strides (the papers' strides of 4-18 voxels
 # with 96-112 voxel windows take tens of minutes per case on 2 cores); ``--inference-settings bundle`` (the
@@ -76,8 +79,8 @@ def bundle_flavour(bundle: str) -> str:
 
 
 def bundle_dims(bundle: str) -> int:
-    """2 for the slice-wise ACDC bundles, 3 for the volumetric ones."""
-    return 2 if bundle_flavour(bundle) == "acdc" else 3
+    """2 for the slice-wise bundles (ACDC, York), 3 for the volumetric ones."""
+    return 2 if bundle_flavour(bundle) in SLICE_FLAVOURS else 3
 
 
 def reference(bundle: str) -> Reference:

@@ -28,6 +28,10 @@ BUNDLES = {
     "coranet_pancreas": "pancreas",
     "stlu_pancreas": "pancreas",
     "dycon_isles": "isles",
+    "supervised_abdomenct1k": "abdomenct1k",
+    "alhvr_abdomenct1k": "abdomenct1k",
+    "supervised_york": "york",
+    "coranet_york": "york",
 }
 
 # Command-line-style overrides that shrink the demo overlay further, per dataset flavour.
@@ -38,6 +42,8 @@ TINY = {
     "pancreas": TINY_3D,
     "brats": TINY_3D,
     "isles": TINY_3D,
+    "abdomenct1k": TINY_3D,
+    "york": {"spatial_size": [32, 32], "labeled_batch_size": 4, "num_labeled": 2},
 }
 
 

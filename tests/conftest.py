@@ -65,4 +65,8 @@ def phantom_datasets(tmp_path_factory):
         "isles": make_phantom_dataset(
             root / "isles", "isles", num_train=4, num_val=1, num_test=1, seed=1, shape=(40, 40, 32)
         ),
+        "abdomenct1k": make_phantom_dataset(
+            root / "abdomenct1k", "abdomenct1k", num_train=4, num_val=0, num_test=1, seed=1, shape=(40, 40, 20)
+        ),
+        "york": make_phantom_dataset(root / "york", "york", num_train=4, num_val=1, num_test=1, seed=1, shape=(40, 40)),
     }

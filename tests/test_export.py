@@ -21,11 +21,13 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
 
+from common.datasets.abdomenct1k import ABDOMENCT1K_LABELS
 from common.datasets.acdc import ACDC_LABELS
 from common.datasets.brats import BRATS_LABELS
 from common.datasets.isles import ISLES_LABELS
 from common.datasets.la import LA_LABELS
 from common.datasets.pancreas import PANCREAS_LABELS
+from common.datasets.york import YORK_LABELS
 from common.tools.export import (
     DATASET_TOOLING_PARTS,
     RUNTIME_PARTS,
@@ -54,6 +56,7 @@ PACKAGE = REPO_ROOT / "common"
 TOOL_PARTS = ("tools", "export.py", "compare.py")
 DATASET_LABELS = {"acdc": ACDC_LABELS, "la": LA_LABELS, "brats": BRATS_LABELS, "pancreas": PANCREAS_LABELS}
 DATASET_LABELS["isles"] = ISLES_LABELS
+DATASET_LABELS.update(abdomenct1k=ABDOMENCT1K_LABELS, york=YORK_LABELS)
 # the model zoo's readme template headings (bundle-conventions.md §1)
 ZOO_HEADINGS = (
     "Model Description",
@@ -165,11 +168,11 @@ def test_metadata_verifies_against_schema_and_is_complete(exports, name):
     fmt, flavour = meta["network_data_format"], BUNDLES[name]
     assert list(fmt["inputs"])[0] == "image" and list(fmt["outputs"])[0] == "pred"
     image, pred = fmt["inputs"]["image"], fmt["outputs"]["pred"]
-    assert image["modality"] == ("CT" if flavour == "pancreas" else "MR")
+    assert image["modality"] == ("CT" if flavour in ("pancreas", "abdomenct1k") else "MR")
     assert len(image["channel_def"]) == image["num_channels"]
     assert pred["channel_def"] == DATASET_LABELS[flavour], "class names must be the dataset's"
     assert pred["num_channels"] == len(pred["channel_def"])
-    assert len(image["spatial_shape"]) == (2 if flavour == "acdc" else 3)
+    assert len(image["spatial_shape"]) == (2 if flavour in ("acdc", "york") else 3)
 
 
 @pytest.mark.parametrize("name", NAMES)

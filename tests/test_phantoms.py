@@ -369,3 +369,77 @@ def test_3d_ids_survive_monai_datalist_loading(folders_3d):
         raw = json.loads((folder / "dataset.json").read_text())["training"]
         assert [i["case"] for i in items] == [i["case"] for i in raw]
         assert all(Path(i["image"]).is_file() and Path(i["label"]).is_file() for i in items)
+
+
+# ------------------------------------------------------------------------------------------------
+# AbdomenCT-1K (3D CT, four organs) and York cardiac MRI (2D, LV endocardium) flavours
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def abdomenct1k_dir(tmp_path_factory) -> Path:
+    return make_phantom_dataset(tmp_path_factory.mktemp("abdomenct1k"), "abdomenct1k", num_train=2, num_test=1)
+
+
+@pytest.fixture(scope="module")
+def york_dir(tmp_path_factory) -> Path:
+    return make_phantom_dataset(tmp_path_factory.mktemp("york"), "york", num_train=2, num_val=1, num_test=1)
+
+
+def test_abdomenct1k_phantom_dataset_json(abdomenct1k_dir):
+    meta = json.loads((abdomenct1k_dir / "dataset.json").read_text())
+    assert CONTRACT_KEYS <= set(meta) and meta["dims"] == 3 and meta["modality"] == {"0": "CT"}
+    assert meta["labels"] == {"0": "background", "1": "liver", "2": "kidney", "3": "spleen", "4": "pancreas"}
+    assert meta["preprocessing"] == "phantom-abdomenct1k"
+    assert [len(meta[k]) for k in ("training", "validation", "test")] == [2, 0, 1]  # no validation, as the paper
+    assert meta["training"][0]["case"] == "AbdomenCT-1K:phantom001"
+
+
+def test_abdomenct1k_phantom_four_organs_in_hounsfield_units(abdomenct1k_dir):
+    for item, image, label, zooms in _volumes(abdomenct1k_dir):
+        assert image.shape == label.shape == (80, 80, 32)
+        np.testing.assert_allclose(zooms, (1.2, 1.2, 2.5))  # thick slices: the bundle resamples
+        assert set(np.unique(label)) == {0, 1, 2, 3, 4}, item["case"]
+        sizes = np.bincount(label.ravel().astype(int), minlength=5)
+        assert sizes[1] > sizes[3] and sizes[1] > sizes[4]  # the liver is the largest organ
+        assert image.min() <= -990 and np.array_equal(image, np.round(image))  # raw integer HU, air outside
+        medians = [np.median(image[label == k]) for k in range(1, 5)]
+        assert all(20 < m < 250 for m in medians)  # soft-tissue densities inside the [-125, 275] window
+        # organs overlap in density: no single HU threshold isolates the liver
+        assert _best_threshold_dice(image, label == 1) < 0.9, item["case"]
+
+
+def test_york_phantom_dataset_json_and_items(york_dir):
+    meta = json.loads((york_dir / "dataset.json").read_text())
+    assert CONTRACT_KEYS <= set(meta) and meta["dims"] == 2 and meta["preprocessing"] == "phantom-york"
+    assert meta["labels"] == {"0": "background", "1": "left ventricle endocardium"}
+    assert [len(meta[k]) for k in ("training", "validation", "test")] == [4, 2, 2]  # subjects x 2 frames
+    assert meta["training"][1] == {
+        "image": "pat1/pat1_frame02.nii.gz",
+        "label": "pat1/pat1_frame02_gt.nii.gz",
+        "case": "pat1_frame02",
+        "patient": "York:pat1",
+    }
+
+
+def test_york_phantom_bright_cavity_inside_dark_ring(york_dir):
+    from scipy import ndimage
+
+    meta = json.loads((york_dir / "dataset.json").read_text())
+    cavity = {}
+    for item in meta["training"] + meta["test"]:
+        image, label = _load(york_dir, item)
+        data, values = image.get_fdata(), np.asarray(label.dataobj)
+        assert data.shape == values.shape == (96, 96, 6) and set(np.unique(values)) == {0, 1}
+        ring = ndimage.binary_dilation(values > 0, iterations=2) & ~(values > 0)  # just outside the endocardium
+        assert data[values > 0].mean() > 1.8 * data[ring].mean(), item["case"]  # bright blood, dark myocardium
+        cavity[item["case"]] = int(values.sum())
+    assert cavity["pat1_frame02"] < cavity["pat1_frame01"]  # systole-like frame: smaller cavity
+
+
+def test_new_flavours_registered_and_shape_checked(tmp_path):
+    assert {"abdomenct1k", "york"} <= set(FLAVOURS)
+    with pytest.raises(ValueError, match="at least"):
+        make_phantom_dataset(tmp_path / "a", "york", shape=(16, 16))
+    with pytest.raises(ValueError, match="shape"):
+        make_phantom_dataset(tmp_path / "b", "abdomenct1k", shape=(32, 32))

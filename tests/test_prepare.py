@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from common.datasets.abdomenct1k import abdomenct1k_case_choice, prepare_abdomenct1k
 from common.datasets.acdc import prepare_acdc, prepare_acdc_h5
 from common.datasets.brats import prepare_brats, prepare_brats_h5
 from common.datasets.isles import prepare_isles
@@ -24,6 +25,7 @@ from common.datasets.pancreas import (
 )
 from common.datasets.prepare import PREPARERS, build_parser, main
 from common.datasets.preparer import SPLITS_DIR, MissingCasesError, read_split
+from common.datasets.york import ENDOCARDIUM_POINTS, york_subject_split
 
 ACDC_TRAIN = read_split("acdc/train.list")
 ACDC_VAL = read_split("acdc/val.list")
@@ -205,7 +207,8 @@ def test_invalid_label_values_are_rejected(tmp_path):
 
 
 def test_registry_names_the_cli_commands():
-    assert {"acdc", "acdc_h5", "la_h5", "brats_h5", "brats", "pancreas_h5", "pancreas", "isles"} <= set(PREPARERS)
+    expected = {"acdc", "acdc_h5", "la_h5", "brats_h5", "brats", "pancreas_h5", "pancreas", "isles"}
+    assert expected | {"abdomenct1k", "york"} <= set(PREPARERS)
     with pytest.raises(SystemExit):
         main(["acdc"])  # --source and --out are required
 
@@ -504,3 +507,181 @@ def test_brats_case_without_seg_is_reported_missing(tmp_path):
         prepare_brats(tmp_path, tmp_path / "out")
     assert "334 listed case" in str(info.value) and BRATS_TRAIN[1] in str(info.value)  # 335 - 1 complete case
     assert BRATS_TRAIN[0] not in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------------
+# AbdomenCT-1K (project-defined seeded 30 / 11 choice) and York cardiac MRI (MATLAB files)
+# ------------------------------------------------------------------------------------------------
+
+ABDOMENCT1K_TRAIN = read_split("abdomenct1k/train.list")
+ABDOMENCT1K_TEST = read_split("abdomenct1k/test.list")
+YORK_SPLIT = {name: read_split(f"york/{name}.list") for name in ("train", "val", "test")}
+
+
+def test_abdomenct1k_shipped_lists_are_the_seeded_choice():
+    train, test = abdomenct1k_case_choice()
+    assert (ABDOMENCT1K_TRAIN, ABDOMENCT1K_TEST) == (train, test)
+    assert len(train) == 30 and len(test) == 11 and not set(train) & set(test)
+    assert all(1 <= int(case.split("_")[1]) <= 1000 for case in train + test)
+    assert abdomenct1k_case_choice(seed=1) != (train, test)  # the seed matters
+
+
+def _fake_abdomenct1k_case(root: Path, case: str, organs: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """Release naming: Case_NNNNN_0000.nii.gz image (HU) and Case_NNNNN.nii.gz mask, given folders."""
+    image = np.full((6, 5, 4), -1000.0, np.float32)
+    image[1:5, 1:4, :] = 40.0
+    mask = np.zeros((6, 5, 4), np.uint8)
+    for value in organs:
+        mask[value, 1:3, 1:3] = value
+    _save_ct(root / "images" / f"{case}_0000.nii.gz", image, affine)
+    _save_ct(root / "masks" / f"{case}.nii.gz", mask, affine)
+    return mask
+
+
+def test_abdomenct1k_release_order_labels_and_geometry(tmp_path):
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    affine[:3, 3] = (-100.0, 20.0, 5.0)
+    mask = _fake_abdomenct1k_case(tmp_path / "part2", ABDOMENCT1K_TRAIN[1], (1, 2, 3, 4), affine)
+    _fake_abdomenct1k_case(tmp_path / "part1", ABDOMENCT1K_TRAIN[0], (1, 3), affine)
+    _fake_abdomenct1k_case(tmp_path / "part1", ABDOMENCT1K_TEST[0], (2, 4), affine)
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="38 listed case"):
+        main(["abdomenct1k", "--source", str(tmp_path), "--out", str(out), "--allow-missing"])
+    meta = _meta(out)
+    assert _cases(meta, "training") == [f"AbdomenCT-1K:{ABDOMENCT1K_TRAIN[0]}", f"AbdomenCT-1K:{ABDOMENCT1K_TRAIN[1]}"]
+    assert _cases(meta, "test") == [f"AbdomenCT-1K:{ABDOMENCT1K_TEST[0]}"] and meta["validation"] == []
+    assert meta["labels"] == {"0": "background", "1": "liver", "2": "kidney", "3": "spleen", "4": "pancreas"}
+    assert meta["preprocessing"] == "abdomenct1k-raw-hu" and meta["modality"] == {"0": "CT"} and meta["dims"] == 3
+    image = nib.load(str(out / meta["training"][1]["image"]))
+    np.testing.assert_allclose(image.affine, affine)  # orientation and spacing kept for the bundle's transforms
+    assert image.get_fdata().min() == -1000.0  # Hounsfield units, not windowed
+    label = nib.load(str(out / meta["training"][1]["label"]))
+    np.testing.assert_array_equal(np.asarray(label.dataobj), mask)
+
+
+def test_abdomenct1k_refuses_a_mask_with_other_labels(tmp_path, capsys):
+    _fake_abdomenct1k_case(tmp_path, ABDOMENCT1K_TRAIN[0], (1,), np.eye(4))
+    bad = np.zeros((6, 5, 4), np.uint8)
+    bad[0, 0, 0] = 13  # e.g. a 13-organ FLARE mask in place of the 4-organ one
+    _save_ct(tmp_path / "masks" / f"{ABDOMENCT1K_TRAIN[0]}.nii.gz", bad, np.eye(4))
+    with pytest.warns(UserWarning):
+        code = main(["abdomenct1k", "--source", str(tmp_path), "--out", str(tmp_path / "out"), "--allow-missing"])
+    error = capsys.readouterr().err
+    assert code == 2 and f"{ABDOMENCT1K_TRAIN[0]}.nii.gz" in error and "[13" in error
+
+
+def test_abdomenct1k_missing_image_part_is_reported(tmp_path):
+    _fake_abdomenct1k_case(tmp_path, ABDOMENCT1K_TRAIN[0], (1,), np.eye(4))
+    (tmp_path / "images" / f"{ABDOMENCT1K_TRAIN[0]}_0000.nii.gz").unlink()  # mask without its image
+    _fake_abdomenct1k_case(tmp_path, ABDOMENCT1K_TRAIN[1], (1,), np.eye(4))
+    with pytest.raises(MissingCasesError) as info:
+        prepare_abdomenct1k(tmp_path, tmp_path / "out")
+    assert "40 listed case" in str(info.value) and ABDOMENCT1K_TRAIN[0] in str(info.value)
+
+
+def test_york_shipped_split_is_the_seeded_subject_split():
+    split = york_subject_split()
+    assert [split["training"], split["validation"], split["test"]] == list(YORK_SPLIT.values())
+    subjects = sum(YORK_SPLIT.values(), [])
+    assert sorted(subjects) == sorted(f"pat{n}" for n in range(1, 34))  # 33 subjects, each in one split
+    assert [len(v) for v in YORK_SPLIT.values()] == [23, 3, 7]
+
+
+def _square_contour(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+    """64 points (x, y), 1-based: a 32-point endocardium rectangle, then a larger 32-point epicardium."""
+    t = np.linspace(0.0, 4.0, ENDOCARDIUM_POINTS, endpoint=False)
+    side, f = np.floor(t), t - np.floor(t)
+    xs = np.select([side == 0, side == 1, side == 2], [x0 + f * (x1 - x0), x1, x1 - f * (x1 - x0)], x0)
+    ys = np.select([side == 0, side == 1, side == 2], [y0, y0 + f * (y1 - y0), y1], y1 - f * (y1 - y0))
+    endo = np.stack([xs, ys], axis=1)
+    epi = np.stack([xs * 1.2 - 1.0, ys * 1.2 - 1.0], axis=1)
+    return np.concatenate([endo, epi])
+
+
+def _fake_york_subject(root: Path, subject: str, shape=(12, 10, 3, 4), annotated=((0, 1), (2, 1), (1, 3))):
+    """``sol_yxzt_<subject>.mat`` (image y, x, z, t; value = 10 z + t) and ``manual_seg_32points_<subject>.mat`` (a
+    z x t cell array, object ndarray): a rectangle endocardium x 3..6, y 2..8 (1-based) in the ``annotated`` cells,
+    empty cells elsewhere."""
+    from scipy.io import savemat
+
+    y, x, z, t = shape
+    volume = np.zeros(shape, np.float64)
+    for k in range(z):
+        for f in range(t):
+            volume[:, :, k, f] = 10 * k + f
+    volume[0, 0] = -1.0  # one marked pixel at (y 0, x 0): checks the axis order
+    cells = np.empty((z, t), dtype=object)
+    for k in range(z):
+        for f in range(t):
+            cells[k, f] = np.zeros((0, 0))
+    for k, f in annotated:
+        cells[k, f] = _square_contour(3.0, 2.0, 6.0, 8.0)
+    root.mkdir(parents=True, exist_ok=True)
+    savemat(str(root / f"sol_yxzt_{subject}.mat"), {"sol_yxzt": volume})
+    savemat(str(root / f"manual_seg_32points_{subject}.mat"), {"manual_seg_32points": cells})
+
+
+def test_york_mat_files_to_frame_volumes_of_annotated_slices(tmp_path):
+    first, second = YORK_SPLIT["train"][:2]
+    _fake_york_subject(tmp_path / "a", second)
+    _fake_york_subject(tmp_path / "b", first, annotated=((1, 0),))
+    _fake_york_subject(tmp_path / "b", YORK_SPLIT["test"][0])
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="30 listed case"):
+        main(["york", "--source", str(tmp_path), "--out", str(out), "--allow-missing"])
+    meta = _meta(out)
+    # subjects in list order, then their annotated frames in frame order (frames 1 and 3 of the second subject)
+    assert _cases(meta, "training") == [f"{first}_frame01", f"{second}_frame02", f"{second}_frame04"]
+    assert meta["training"][1] == {
+        "image": f"{second}/{second}_frame02.nii.gz",
+        "label": f"{second}/{second}_frame02_gt.nii.gz",
+        "case": f"{second}_frame02",
+        "patient": f"York:{second}",
+    }
+    assert meta["source_slices"][f"{second}_frame02"] == [1, 3] and meta["dims"] == 2
+    assert meta["labels"] == {"0": "background", "1": "left ventricle endocardium"}
+    image = np.asarray(nib.load(str(out / meta["training"][1]["image"])).dataobj)
+    label = np.asarray(nib.load(str(out / meta["training"][1]["label"])).dataobj)
+    assert image.shape == label.shape == (10, 12, 2)  # (x, y, annotated slices)
+    assert image[0, 0, 0] == -1.0 and image[1, 0, 0] == 10 * 0 + 1 and image[1, 0, 1] == 10 * 2 + 1
+    expected = np.zeros((10, 12), np.uint8)  # rows y 1..7 and columns x 2..5 (0-based) of the filled rectangle
+    expected[2:6, 1:8] = 1
+    np.testing.assert_array_equal(label[..., 0], expected)
+    np.testing.assert_array_equal(label[..., 1], expected)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("no_variable", "no variable 'manual_seg_32points'"),
+        ("few_points", "expected at least 32 rows"),
+        ("grid", "do not match the image volume"),
+        ("not_mat", "not a readable MATLAB file"),
+        ("no_contours", "no annotated contour"),
+    ],
+)
+def test_york_malformed_download_names_the_file(tmp_path, capsys, damage, message):
+    from scipy.io import savemat
+
+    subject = YORK_SPLIT["train"][0]
+    _fake_york_subject(tmp_path, subject)
+    contour_file = tmp_path / f"manual_seg_32points_{subject}.mat"
+    if damage == "no_variable":
+        savemat(str(contour_file), {"contours": np.zeros((3, 4))})
+    elif damage == "few_points":
+        cells = np.empty((3, 4), dtype=object)
+        cells.fill(np.zeros((0, 0)))
+        cells[0, 0] = np.ones((10, 2))
+        savemat(str(contour_file), {"manual_seg_32points": cells})
+    elif damage == "grid":
+        _fake_york_subject(tmp_path, subject, shape=(12, 10, 5, 4))
+        savemat(str(tmp_path / f"sol_yxzt_{subject}.mat"), {"sol_yxzt": np.zeros((12, 10, 3, 2))})
+    elif damage == "not_mat":
+        contour_file.write_text("not a MATLAB file")
+    else:
+        _fake_york_subject(tmp_path, subject, annotated=())
+    bad_file = contour_file
+    with pytest.warns(UserWarning):
+        code = main(["york", "--source", str(tmp_path), "--out", str(tmp_path / "out"), "--allow-missing"])
+    error = capsys.readouterr().err
+    assert code == 2 and str(bad_file) in error and message in error, error

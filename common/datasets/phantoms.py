@@ -13,6 +13,9 @@ Flavours (default shape; train/validation/test subjects; spacing):
 - ``pancreas``: abdominal CT in Hounsfield units, pancreas = 1 (64 x 64 x 48; 8/0/2; 1 mm).
 - ``isles``: DWI head with several small stroke lesions, lesion = 1 (64 x 64 x 32; 8/2/2; 1.6-2.2 mm in
   plane, 2-4 mm slices, varying per case).
+- ``abdomenct1k``: abdominal CT in HU, liver / kidney / spleen / pancreas = 1-4 (80 x 80 x 32; 8/0/2;
+  1.2 x 1.2 x 2.5 mm).
+- ``york``: short-axis cine-MRI stacks, two frames per subject, LV endocardium = 1 (96 x 96 x 6; 8/2/2; 1 mm).
 
 Each flavour is the ``PHANTOM`` of its dataset module (a function ``(rng, number, shape, with_label) ->
 list[PhantomVolume]`` with its metadata); a new dataset is one more entry in :data:`FLAVOURS`. Files and items
@@ -35,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from . import acdc, brats, isles, la, pancreas
+from . import abdomenct1k, acdc, brats, isles, la, pancreas, york
 from .folder import spacing_affine, write_dataset_json, write_nifti
 from .phantom_parts import Flavour, PhantomVolume
 
@@ -51,6 +54,8 @@ FLAVOURS: dict[str, Flavour] = {
     "brats": brats.PHANTOM,
     "pancreas": pancreas.PHANTOM,
     "isles": isles.PHANTOM,
+    "abdomenct1k": abdomenct1k.PHANTOM,
+    "york": york.PHANTOM,
 }
 
 
@@ -203,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         nargs="+",
         default=None,
-        help="acdc: X Y [Z]; la, brats, pancreas, isles: X Y Z (each >= 16)",
+        help="acdc, york: X Y [Z]; la, brats, pancreas, isles, abdomenct1k: X Y Z (each >= 16)",
     )
     args = parser.parse_args(argv)
     try:

@@ -14,6 +14,8 @@ Usage::
     python -m common.data.prepare pancreas_h5 --source <MC-Net data/Pancreas>      --out <folder> [--split mcnet]
     python -m common.data.prepare pancreas    --source <folder with images/ labels/> --out <folder> [--split ...]
     python -m common.data.prepare isles       --source <ISLES-2022 BIDS folder>    --out <dataset folder>
+    python -m common.data.prepare abdomenct1k --source <AbdomenCT-1K NIfTI release> --out <dataset folder>
+    python -m common.data.prepare york        --source <York cardiac MRI .mat files> --out <dataset folder>
 
 ``--split`` (Pancreas only) picks one of the three list families (``common/data/splits/README.md``): ``mcnet``
 (default, ycwu1997/MC-Net), ``dycon_mcf`` (CVML-KU/DyCON = WYC-321/MCF fold 0) or ``coranet`` (koncle/CoraNet).
@@ -27,13 +29,14 @@ import argparse
 import inspect
 import sys
 
-from . import acdc, brats, isles, la, pancreas
+from . import abdomenct1k, acdc, brats, isles, la, pancreas, york
 from .preparer import Preparer
 
 # in the order of the command line's help
 PREPARERS: dict[str, Preparer] = {
     preparer.name: preparer
     for preparer in (*acdc.PREPARERS, *la.PREPARERS, *brats.PREPARERS, *pancreas.PREPARERS, *isles.PREPARERS)
+    + (*abdomenct1k.PREPARERS, *york.PREPARERS)
 }
 
 

@@ -172,6 +172,8 @@ class Conversion:
     scan: Callable[[Path], Any] = lambda source: source  # what locate searches; ACDC, BraTS index their folders
     merge_foreground: bool = False  # every positive label value is class 1 (BraTS whole tumour)
     trailer: Callable[[Found], Mapping[str, Any]] = lambda found: {}  # keys after the sections
+    # listed case -> the volumes written for it (York: one subject -> its annotated frames); default one each
+    expand: Callable[[Found], Found] = lambda found: found
 
 
 def _write_case(out: Path, item: dict[str, str], volumes: Volumes, num_classes: int, merge_foreground: bool) -> None:
@@ -198,6 +200,7 @@ def prepare_folder(
     out = Path(out)
     scanned = conversion.scan(source)
     found = locate_cases(conversion.splits, lambda case: conversion.locate(scanned, case), source, allow_missing)
+    found = conversion.expand(found)
     metadata = conversion.metadata(found) if callable(conversion.metadata) else conversion.metadata
     content: dict[str, Any] = {**metadata, **{section: [] for section in SECTIONS}}
     for section, cases in found.items():
