@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,8 @@ SKIPPED_ATTRIBUTES = {
 
 def plain(value, depth: int = 0):
     """A JSON-able description of ``value``: settings are kept, run-time state is dropped (returns ``None``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # NaN is not equal to itself: compare its name
     if isinstance(value, SIMPLE):
         return round(value, 10) if isinstance(value, float) else value
     if isinstance(value, (torch.Tensor, np.ndarray)):
