@@ -152,7 +152,7 @@ def test_twin_differs_from_its_bundle_only_in_the_unsupervised_part(name):
 def test_supervised_bundles_get_no_twin():
     args = argparse.Namespace(
         bundles=["supervised_la", "mean_teacher_la"], budget=None, seeds=[1, 2], repeats=None, twins=True,
-        override=[], dataset_dir=None, **{key: None for key in compare.BUDGET_FLAGS},
+        override=[], dataset_dir=None, protocol="clean", **{key: None for key in compare.BUDGET_FLAGS},
     )  # fmt: skip
     runs, budgets, name = compare.plan_runs(args, REPO_ROOT / "bundles")
     assert name == "equal" and set(budgets) == {"la"}

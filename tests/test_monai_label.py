@@ -311,7 +311,9 @@ def test_label_unlabeled_stream_from_studies_env_and_dataset_dir(tmp_path, monke
     parser = ConfigParser(
         {"datalists": ConfigParser.load_config_file(str(REPO_ROOT / "bundles" / "shared" / "train.json"))["datalists"]}
     )
-    parser.update({"dataset_dir": str(pool), "num_labeled": num_labeled, "allow_supervised_only": False})
+    parser.update(
+        {"dataset_dir": str(pool), "num_labeled": num_labeled, "allow_supervised_only": False, "num_classes": 2}
+    )
     parser["method"] = "$type('M', (), {'requires_unlabeled': True})"
     lists = parser.get_parsed_content("datalists")
     names = sorted(Path(item["image"]).name for item in lists["unlabeled"])

@@ -320,16 +320,18 @@ def plain_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(checkpoint)
 
 
-def third_party_imports(package_dir: str | Path) -> set[str]:
-    """Top-level names of the non-standard-library modules that the ``.py`` files below ``package_dir`` import."""
-    return set(_third_party_imports(Path(package_dir).resolve()))
+def third_party_imports(package_dir: str | Path, parts: Sequence[str] | None = None) -> set[str]:
+    """Top-level names of the non-standard-library modules that the ``.py`` files below ``package_dir`` import
+    (only those in ``parts``, package-relative, when given)."""
+    return set(_third_party_imports(Path(package_dir).resolve(), None if parts is None else tuple(parts)))
 
 
 @functools.lru_cache(maxsize=8)
-def _third_party_imports(package_dir: Path) -> frozenset[str]:
+def _third_party_imports(package_dir: Path, parts: tuple[str, ...] | None) -> frozenset[str]:
     names: set[str] = set()
     for path in Path(package_dir).rglob("*.py"):
-        if _excluded(path.relative_to(package_dir)):
+        relative = path.relative_to(package_dir)
+        if _excluded(relative) or (parts is not None and not _in_parts(relative, parts)):
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
@@ -346,8 +348,9 @@ def _series(version: str) -> tuple[int, ...]:
 def check_metadata(meta: Mapping[str, Any], imports: set[str] | None = None) -> list[str]:
     """Problems of ``meta`` for the model zoo: changelog, exact pins installable on Python 3.10, missing pins.
 
-    ``imports``: top-level modules the bundle's code imports (default: those of this package); each one that MONAI
-    does not install must have a ``required_packages_version`` pin.
+    ``imports``: top-level modules the bundle's code imports (default: those of the parts of this package an export
+    ships, the runtime and the dataset tooling; the repository tools never ship); each one that MONAI does not
+    install must have a ``required_packages_version`` pin.
     """
     problems = []
     version = meta.get("version")
@@ -365,7 +368,8 @@ def check_metadata(meta: Mapping[str, Any], imports: set[str] | None = None) -> 
     monai_version = meta.get("monai_version")
     if isinstance(monai_version, str) and monai_version.endswith(".9"):
         problems.append(f"monai_version {monai_version} ends in .9 (the zoo's upper bound helper mishandles it)")
-    needed = imports if imports is not None else third_party_imports(SOURCE_PACKAGE)
+    shipped = RUNTIME_PARTS + DATASET_TOOLING_PARTS
+    needed = imports if imports is not None else third_party_imports(SOURCE_PACKAGE, shipped)
     for module in sorted(needed - PINNED_ELSEWHERE):
         dist = DISTRIBUTIONS.get(module, module)
         if dist not in packages:
