@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .folder import dataset_metadata
+from .folder import dataset_metadata, frame_item
 from .phantom_parts import (
     Flavour,
     PhantomVolume,
@@ -54,14 +54,7 @@ def acdc_patient_id(patient: str) -> str:
 
 def acdc_item(case: str, with_label: bool = True) -> dict[str, str]:
     """Return the dataset.json item of an ACDC frame volume ``patientXXX_frameYY`` (official layout)."""
-    patient = case.split("_")[0]
-    item = {"image": f"{patient}/{case}.nii.gz"}
-    if with_label:
-        item["label"] = f"{patient}/{case}_gt.nii.gz"
-    item["case"] = case
-    if with_label:
-        item["patient"] = acdc_patient_id(patient)
-    return item
+    return frame_item(case, acdc_patient_id(case.split("_")[0]), with_label)
 
 
 def acdc_metadata(description: str, source_format: str) -> dict[str, Any]:

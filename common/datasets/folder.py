@@ -85,6 +85,19 @@ def volume_item(prefix: str, case_id: str, with_label: bool = True) -> dict[str,
     return item
 
 
+def frame_item(case: str, patient: str, with_label: bool = True) -> dict[str, str]:
+    """Return the dataset.json item of a frame volume ``<subject>_<frame>`` of a cine dataset (ACDC, York):
+    ``<subject>/<case>.nii.gz`` (+ ``_gt`` label); ``patient`` groups the frames of one subject for ``num_labeled``."""
+    subject = case.split("_")[0]
+    item = {"image": f"{subject}/{case}.nii.gz"}
+    if with_label:
+        item["label"] = f"{subject}/{case}_gt.nii.gz"
+    item["case"] = case
+    if with_label:
+        item["patient"] = patient
+    return item
+
+
 def dataset_metadata(
     name: str,
     description: str,

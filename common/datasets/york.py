@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .folder import dataset_metadata
+from .folder import dataset_metadata, frame_item
 from .phantom_parts import Flavour, PhantomVolume, ellipsoid_rho, jittered, mri_corrupt, phantom_metadata, voxel_grid
 from .preparer import Conversion, Found, Preparer, Volumes, prepare_folder, read_splits
 
@@ -52,14 +52,7 @@ def york_patient_id(subject: str) -> str:
 
 def york_item(case: str, with_label: bool = True) -> dict[str, str]:
     """The dataset.json item of frame volume ``patN_frameFF``: ``patN/patN_frameFF.nii.gz`` (+ ``_gt``)."""
-    subject = case.split("_")[0]
-    item = {"image": f"{subject}/{case}.nii.gz"}
-    if with_label:
-        item["label"] = f"{subject}/{case}_gt.nii.gz"
-    item["case"] = case
-    if with_label:
-        item["patient"] = york_patient_id(subject)
-    return item
+    return frame_item(case, york_patient_id(case.split("_")[0]), with_label)
 
 
 # --------------------------------------------------------------------------------------------
