@@ -149,6 +149,20 @@ def test_twin_differs_from_its_bundle_only_in_the_unsupervised_part(name):
     assert trained <= optimised
 
 
+@pytest.mark.parametrize("name", sorted(BUNDLES))
+def test_every_twin_override_reaches_training(name):
+    """What the CLI does before and during a run: ids no config defines are refused, and each step keeps only the
+    ids its files define; a twin id dropped there would train the bundle's own method under the twin's label."""
+    train = train_config(name)
+    if not compare.is_semi_supervised(train):
+        pytest.skip("supervised bundles have no twin")
+    budget = compare.equal_budget(BUNDLES[name], budget_args())
+    overrides = compare.run_overrides(compare.Run(name, 1, twin=True), train, budget, {})
+    steps = compare.step_files(REPO_ROOT / "bundles", name, demo=True)
+    compare.check_overrides(name, steps, overrides)
+    assert compare.step_overrides(steps["train"], overrides) == overrides
+
+
 def test_supervised_bundles_get_no_twin():
     args = argparse.Namespace(
         bundles=["supervised_la", "mean_teacher_la"], budget=None, seeds=[1, 2], repeats=None, twins=True,

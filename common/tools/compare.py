@@ -61,19 +61,22 @@ _BUDGET_3D = {
     "patch_size": [32, 32, 32],
     "sw_stride": [16, 16, 16],
 }
+_BUDGET_2D = {
+    "max_iterations": 300,
+    "val_interval": 100,
+    "labeled_batch_size": 4,
+    "unlabeled_batch_size": 4,
+    "num_labeled": 2,
+    "spatial_size": [128, 128],
+}
 EQUAL_BUDGETS: dict[str, dict[str, Any]] = {
-    "acdc": {
-        "max_iterations": 300,
-        "val_interval": 100,
-        "labeled_batch_size": 4,
-        "unlabeled_batch_size": 4,
-        "num_labeled": 2,
-        "spatial_size": [128, 128],
-    },
+    "acdc": _BUDGET_2D,
+    "york": _BUDGET_2D,
     "la": _BUDGET_3D,
     "pancreas": _BUDGET_3D,
     "brats": _BUDGET_3D,
     "isles": _BUDGET_3D,
+    "abdomenct1k": _BUDGET_3D,
 }
 BUDGET_FLAGS = ("max_iterations", "val_interval", "labeled_batch_size", "unlabeled_batch_size", "num_labeled")
 
@@ -132,7 +135,7 @@ SCHEDULE_RULES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "STLU": _stlu,
 }
 
-# A twin trains with the bundle's ``supervised_loss``; CoraNet computes its supervised loss itself (``null`` there),
+# A twin trains with the bundle's ``supervised_loss``; CoraNet computes its supervised loss itself (it defines none),
 # so its twin gets the main head's terms of that loss.
 TWIN_LOSSES: dict[str, dict[str, Any]] = {
     "CoraNet": {  # (CE + soft Dice of the main head, per sample, background included) / 4, as in its L_sup
@@ -233,8 +236,8 @@ def twin_overrides(train: dict[str, Any]) -> dict[str, Any]:
         for key, value in train.items()
         if key != "method" and "@method#" in json.dumps(value)
     }  # e.g. STLU's supervised loss takes the method's include_background
-    if train.get("supervised_loss") is None:
-        overrides["supervised_loss"] = TWIN_LOSSES[method_class(train)]
+    # an id of the twin's own (not one the bundle defines): a step keeps only the ids its config files define
+    loss = "@supervised_loss" if train.get("supervised_loss") is not None else TWIN_LOSSES[method_class(train)]
     if method_class(train) == "CPS" and train["method"].get("init") == "kaiming_xavier":
         # the SSL4MIS 3D CPS script re-initialises network 1 Kaiming-normal inside the method: the twin keeps that
         overrides["network"] = {
@@ -247,7 +250,7 @@ def twin_overrides(train: dict[str, Any]) -> dict[str, Any]:
         "method": {
             "_target_": "common.methods.Supervised",
             "network": {"_target_": "common.tools.compare.EvaluatedOutput", "network": "@network"},
-            "supervised_loss": "@supervised_loss",
+            "supervised_loss": loss,
         },
         "unlabeled_batch_size": 0,
         "training_state": state,
