@@ -102,6 +102,13 @@ def test_network_def_matches_metadata(trained):
     assert len(fmt["outputs"]["pred"]["channel_def"]) == out.shape[1]
 
 
+@pytest.mark.parametrize("name", sorted(BUNDLES))
+def test_input_format_follows_modality(name):
+    """CT inputs are Hounsfield units (the recipes clip and scale HU windows), MR inputs magnitude images."""
+    image = read_metadata(bundle_dir(name) / "configs" / "metadata.json")["network_data_format"]["inputs"]["image"]
+    assert image["format"] == {"CT": "hounsfield", "MR": "magnitude"}[image["modality"]]
+
+
 def tiny_overrides(trained) -> dict:
     keep = ("dataset_dir", "spatial_size", "patch_size", "sw_stride", "sw_batch_size")
     return {k: v for k, v in trained["overrides"].items() if k in keep}
