@@ -208,9 +208,11 @@ def test_seeds_aggregate_to_mean_and_sample_std_with_the_difference_to_the_twin(
     assert mt["train_seconds"] == 20.0 and mt["peak_rss_mb"] == 103.0
     assert mt["reference"] == "mt_twin" and mt["delta_dice"] == pytest.approx(0.18)
     assert mt["exceeds_seed_spread"] is True  # 0.18 > max(0.10, 0.02)
+    assert mt["delta_per_seed"] == pytest.approx({1: 0.10, 2: 0.18, 3: 0.26})
     cps = rows["cps"]  # no twin: the supervised bundle of the dataset is the reference
     assert cps["reference"] == "supervised" and cps["delta_dice"] == pytest.approx(0.04)
     assert cps["exceeds_seed_spread"] is False  # 0.04 < 0.20
+    assert cps["delta_per_seed"] == pytest.approx({1: -0.14, 2: 0.04, 3: 0.22})
     assert rows["mt_twin"]["delta_dice"] is None and rows["supervised"]["delta_dice"] is None
 
 
@@ -306,16 +308,28 @@ def test_case_montage_shows_three_planes_of_a_volume_and_one_slice_of_a_stack():
     assert plots.difference_map(truth, pred)[8, 6, 4] == 3  # both foreground, other class
 
 
-def test_learning_curve_figure_names_runs_without_validation():
+def test_learning_curves_are_one_line_per_bundle_over_its_seeds():
+    loss = [(step, 1.0 / step) for step in range(1, 41)]
     figure = plots.learning_curve_figure(
-        {"mt seed 1": ([(100, 0.4), (200, 0.6)], [(1, 1.0), (2, 0.8)]), "mt_la seed 1": ([], [(1, 0.9)])}
+        {
+            "mt": [([(100, 0.4), (200, 0.6)], loss), ([(100, 0.6), (200, 0.8), (300, 0.9)], loss)],
+            "mt_twin": [([(100, 0.5), (200, 0.5)], loss)],
+            "mt_la": [([], loss)],
+        }
     )
     dice_axes, loss_axes = figure.axes
     assert dice_axes.get_xlabel() == "iteration" and "Dice" in dice_axes.get_ylabel()
-    assert [line.get_label() for line in dice_axes.get_lines()] == ["mt seed 1"]
-    assert list(dice_axes.get_lines()[0].get_xdata()) == [100, 200]
-    assert len(loss_axes.get_lines()) == 2 and loss_axes.get_title()
-    assert any("mt_la seed 1" in t.get_text() for t in figure.texts)
+    lines = {line.get_label(): line for line in dice_axes.get_lines()}
+    assert set(lines) == {"mt", "mt_twin"}
+    assert list(lines["mt"].get_xdata()) == [100, 200]  # the iterations every seed has
+    assert list(lines["mt"].get_ydata()) == pytest.approx([0.5, 0.7])  # mean over seeds
+    assert lines["mt_twin"].get_linestyle() == "--" and lines["mt_twin"].get_color() == lines["mt"].get_color()
+    assert len(dice_axes.collections) == 1  # the range of mt's two seeds; one seed has no band
+    smoothed = loss_axes.get_lines()[0]
+    assert len(loss_axes.get_lines()) == 3 and len(smoothed.get_xdata()) == 39  # running mean over 2 of 40 points
+    assert smoothed.get_ydata()[0] == pytest.approx((1.0 + 0.5) / 2)
+    assert any("mt_la" in t.get_text() for t in dice_axes.texts)
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == ["mt", "mt_twin", "mt_la"]
 
 
 def test_the_old_png_writer_and_font_are_gone():

@@ -6,6 +6,7 @@ Each ``*_figure`` function returns a :class:`matplotlib.figure.Figure` (tests re
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,35 +156,63 @@ def case_montage_figure(
 Curve = Sequence[tuple[int, float]]
 
 
-def learning_curve_figure(curves: Mapping[str, tuple[Curve, Curve]]) -> Figure:
-    """Validation Dice (left) and the supervised training loss (right) against the iteration, one line per run.
+def learning_curve_figure(curves: Mapping[str, Sequence[tuple[Curve, Curve]]]) -> Figure:
+    """Validation Dice (left) and the supervised training loss (right) against the iteration: per bundle or twin the
+    mean over its seeds as a line and their range as a band, a twin dashed in its bundle's colour.
 
-    ``curves`` maps a run's name to ``(validation points, supervised loss points)``; a run without a validation split
-    (LA and Pancreas phantoms) has no validation line and is named under the plot.
+    ``curves`` maps a label to one ``(validation points, supervised loss points)`` per seed. Labels without validation
+    points (LA and Pancreas have no validation split) are named in the Dice panel. The loss is a running mean over
+    1/20 of the run: the per-iteration loss of a few labeled images is too noisy to tell methods apart.
     """
     figure = Figure(figsize=(12.0, 4.6))
     dice_axes, loss_axes = figure.subplots(1, 2)
+    colours: dict[str, str] = {}
     missing = []
-    for name, (validation, loss) in curves.items():
+    for label, runs in curves.items():
+        colour = colours.setdefault(label.removesuffix("_twin"), f"C{len(colours) % 10}")
+        style = {"color": colour, "linestyle": "--" if label.endswith("_twin") else "-", "label": label}
+        validation = [points for points, _ in runs if points]
         if validation:
-            steps, values = zip(*validation, strict=True)
-            dice_axes.plot(steps, values, marker="o", markersize=3, label=name)
+            _mean_and_range(dice_axes, validation, style, marker="o", markersize=3)
         else:
-            missing.append(name)
-        if loss:
-            steps, values = zip(*loss, strict=True)
-            loss_axes.plot(steps, values, linewidth=0.8, label=name)
-    dice_axes.set_title("validation Dice")
+            missing.append(label)
+        losses = [_running_mean(points) for _, points in runs if points]
+        if losses:
+            _mean_and_range(loss_axes, losses, style)
+    dice_axes.set_title("validation Dice (mean over seeds, band: range)")
     dice_axes.set_xlabel("iteration")
     dice_axes.set_ylabel("mean Dice (validation cases)")
     dice_axes.set_ylim(0.0, 1.0)
-    loss_axes.set_title("supervised training loss")
+    loss_axes.set_title("supervised training loss (running mean)")
     loss_axes.set_xlabel("iteration")
     loss_axes.set_ylabel("supervised loss (labeled batch)")
     for axes in (dice_axes, loss_axes):
         axes.grid(alpha=0.3)
-        if axes.get_legend_handles_labels()[0]:
-            axes.legend(fontsize=7)
     if missing:
-        figure.text(0.01, -0.02, "no validation split: " + ", ".join(missing), fontsize=8)
+        note = "no validation split: " + ", ".join(missing)
+        dice_axes.text(0.5, 0.5, textwrap.fill(note, 50), transform=dice_axes.transAxes, ha="center", fontsize=8)
+    handles, labels = loss_axes.get_legend_handles_labels()
+    if not handles:
+        handles, labels = dice_axes.get_legend_handles_labels()
+    if handles:
+        columns = min(4, len(handles))
+        figure.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=columns, fontsize=8)
     return figure
+
+
+def _mean_and_range(axes, series: Sequence[Curve], style: Mapping[str, str], **line) -> None:
+    """The mean over ``series`` at the iterations they all have, and a band from their minimum to their maximum."""
+    steps = sorted(set.intersection(*(set(dict(points)) for points in series)))
+    if not steps:
+        return
+    values = np.array([[dict(points)[step] for step in steps] for points in series], dtype=float)
+    axes.plot(steps, values.mean(axis=0), linewidth=1.2, **style, **line)
+    if len(series) > 1:
+        axes.fill_between(steps, values.min(axis=0), values.max(axis=0), color=style["color"], alpha=0.12, lw=0)
+
+
+def _running_mean(points: Curve, fraction: float = 0.05) -> Curve:
+    steps, values = zip(*points, strict=True)
+    window = max(1, int(len(values) * fraction))
+    smoothed = np.convolve(np.asarray(values, dtype=float), np.ones(window) / window, mode="valid")
+    return list(zip(steps[window - 1 :], smoothed.tolist(), strict=True))
