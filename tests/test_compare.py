@@ -73,10 +73,10 @@ def test_schedule_rule_table_covers_every_method_class():
 
 
 BUDGET_IDS = ("max_iterations", "val_interval", "labeled_batch_size", "unlabeled_batch_size", "num_labeled")
-SIZE_IDS = {"acdc": ("spatial_size",)}  # 2D; the 3D datasets: patch_size, sw_stride
+SIZE_IDS = {"acdc": ("spatial_size",), "york": ("spatial_size",)}  # 2D; the 3D datasets: patch_size, sw_stride
 
 
-@pytest.mark.parametrize("dataset", sorted(set(BUNDLES.values()) - {"york"}))  # York: ACDC's recipe and budget
+@pytest.mark.parametrize("dataset", sorted(set(BUNDLES.values())))
 def test_equal_budget_resolves_identically_for_every_bundle_of_a_dataset(dataset):
     budget = compare.equal_budget(dataset, budget_args(max_iterations=90))
     resolved, ramps = {}, {}

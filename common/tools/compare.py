@@ -70,7 +70,8 @@ _BUDGET_2D = {
     "spatial_size": [128, 128],
 }
 EQUAL_BUDGETS: dict[str, dict[str, Any]] = {
-    "acdc": _BUDGET_2D,  # also the York bundles, which train on ACDC's 2D recipe
+    "acdc": _BUDGET_2D,
+    "york": _BUDGET_2D,
     "la": _BUDGET_3D,
     "pancreas": _BUDGET_3D,
     "brats": _BUDGET_3D,
@@ -194,8 +195,9 @@ def method_class(train: dict[str, Any]) -> str:
 
 
 def dataset_of(train: dict[str, Any]) -> str:
-    """The dataset a bundle trains on: its recipe file's first name part (``recipes/la_dycon.json`` -> ``la``)."""
-    return Path(str(train["recipe"]).lstrip("%")).stem.split("_")[0]
+    """The dataset a bundle trains on: the last part of its name, ``<method>_<dataset>`` (``ua_mt_la`` -> ``la``).
+    Not its recipe: the York bundles train on ACDC's 2D recipe, but on other data."""
+    return Path(str(train["bundle_root"])).name.rsplit("_", 1)[-1]
 
 
 def is_semi_supervised(train: dict[str, Any]) -> bool:
